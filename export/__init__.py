@@ -1,0 +1,1 @@
+"""Export stage: TorchScript, ONNX and TensorRT artifacts of SPD and SPGM (imports spgim.train)."""

@@ -1,0 +1,1 @@
+"""Runtime stage: exported SPD/SPGM artifacts behind one interface. Never imports spgim.train."""

@@ -1,0 +1,53 @@
+"""The ``spgim`` command: one entry point, one subcommand per stage of the stack.
+
+Each stage registers its subcommands through a ``register(subparsers)`` function in its
+``commands`` module. Those modules import nothing heavy at import time, so ``spgim --help``
+stays fast; the work happens inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from spgim import __version__
+from spgim.errors import SpgimError
+
+# Stage modules that contribute subcommands, in the order they appear in ``spgim --help``.
+COMMAND_MODULES = ("spgim.train.commands",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="spgim",
+        description="SPG-IM matting: train, export, benchmark and matte video.",
+    )
+    parser.add_argument("--version", action="version", version=f"spgim {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except SpgimError as error:
+        print(f"spgim {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"spgim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Streaming stage: decode, matte, composite and encode video. Builds on spgim.runtime only."""

@@ -1,0 +1,69 @@
+"""The ``spgim`` command: help, summary, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spgim.cli import build_parser
+
+SPGIM = str(Path(sys.executable).with_name("spgim"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SPGIM, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)  # type: ignore[arg-type]
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for name in _subcommands():
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_each_subcommand_help_shows_an_example(name: str) -> None:
+    result = _run(name, "--help")
+    assert result.returncode == 0
+    assert "example:" in result.stdout and f"spgim {name}" in result.stdout.split("example:")[1]
+
+
+def test_summary_json_has_params_and_flops_per_branch() -> None:
+    result = _run("summary", "--config", "tiny", "--size", "160x96", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for key in ("params", "flops"):
+        assert set(summary[key]) == {"spd", "spgm", "total"}
+        assert summary[key]["total"] == summary[key]["spd"] + summary[key]["spgm"] > 0
+    assert (summary["height"], summary["width"]) == (96, 160)
+
+
+def test_summary_table_for_paper_config_cites_table6() -> None:
+    result = _run("summary", "--config", "paper", "--size", "512x512")
+    assert result.returncode == 0, result.stderr
+    assert "40.2" in result.stdout and "61.2" in result.stdout and "GFLOPs" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("summary", "--size", "100x100"), "multiples of 32"),
+        (("summary", "--config", "huge"), "unknown configuration"),
+        (("summary", "--variant", "nope"), "unknown variant"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(args: tuple[str, ...], message: str) -> None:
+    result = _run(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

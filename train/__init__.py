@@ -1,0 +1,1 @@
+"""Training stage: the SPG-IM model, its configurations, checkpoints and (later) data and metrics."""

@@ -1,0 +1,68 @@
+"""``spgim`` subcommands of the training stage. Heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+EXAMPLES = {
+    "summary": (
+        "example:\n  spgim summary --config paper --size 512x512\n  spgim summary --config tiny --json"
+    ),
+    "demo": "example:\n  spgim demo",
+}
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .config import get_config, parse_size
+    from .summary import format_summary, model_summary
+
+    height, width = parse_size(args.size)
+    summary = model_summary(get_config(args.config, variant=args.variant), height, width)
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .config import get_config
+    from .summary import format_summary, model_summary
+
+    for name in ("paper", "tiny"):
+        config = get_config(name)
+        size = config["image_size"]
+        print(format_summary(model_summary(config, size, size)))
+        print()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``summary`` and ``demo`` to the ``spgim`` command."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    summary = subparsers.add_parser(
+        "summary",
+        help="parameters and FLOPs per branch",
+        description="Parameters and forward FLOPs per frame of SPD, SPGM and both.",
+        epilog=EXAMPLES["summary"],
+        formatter_class=formatter,
+    )
+    summary.add_argument(
+        "--config", default="paper", help="model configuration: paper or tiny (default paper)"
+    )
+    summary.add_argument(
+        "--size", default="512x512", help="input size WxH, multiples of 32 (default 512x512)"
+    )
+    summary.add_argument(
+        "--variant", default=None, help="ablation variant: basic, basic+aft, spg-im-wo-aft, spg-im"
+    )
+    summary.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    summary.set_defaults(handler=_summary)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="the main job on the embedded default (what `make demo` runs)",
+        description="Run the demo: model summary of the paper and tiny configurations.",
+        epilog=EXAMPLES["demo"],
+        formatter_class=formatter,
+    )
+    demo.set_defaults(handler=_demo)

@@ -1,0 +1,158 @@
+"""Model configurations as plain dicts: ``paper`` (SPEC.md §1) and ``tiny`` (same code, small numbers).
+
+A configuration has one section per branch: ``spd`` (front-end, ASPP, decoder), ``caption``
+(the pre-training head) and ``spgm`` (encoder, TST, AFT decoder, ablation flags). Checkpoints
+store the whole configuration; :func:`config_differences` names what differs between two.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from spgim.errors import SpgimError
+
+MODEL_CONFIGS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "name": "paper",
+        "image_size": 512,
+        "spd": {
+            "depth": 50,
+            "width": 64,
+            "aspp_channels": 256,
+            "aspp_rates": [6, 12, 18],
+            "decoder_low_channels": 48,
+            "decoder_channels": 256,
+        },
+        "caption": {
+            "image_size": 224,
+            "width": 512,
+            "layers": 1,
+            "heads": 8,
+            "ffn": 2048,
+            "dropout": 0.1,
+            "vocab_size": 4096,
+            "max_len": 32,
+            "pad_id": 0,
+            "sos_id": 1,
+            "eos_id": 2,
+        },
+        "spgm": {
+            "depth": 50,
+            "width": 64,
+            "use_tst": True,
+            "use_aft": True,
+            "tst_stages": ["res2", "res3", "res4"],
+            "tst_key_ratio": 0.25,
+            "tst_scale": None,
+            "tst_kv_stride": 1,
+            "decoder_channels": [512, 256, 128, 16],
+            "bottleneck_convs": 2,
+            "aft_dilations": [2, 4, 8],
+            "aft_separable": 7,
+        },
+    },
+    "tiny": {
+        "name": "tiny",
+        "image_size": 128,
+        "spd": {
+            "depth": 18,
+            "width": 16,
+            "aspp_channels": 32,
+            "aspp_rates": [6, 12, 18],
+            "decoder_low_channels": 8,
+            "decoder_channels": 32,
+        },
+        "caption": {
+            "image_size": 64,
+            "width": 64,
+            "layers": 1,
+            "heads": 4,
+            "ffn": 128,
+            "dropout": 0.0,
+            "vocab_size": 512,
+            "max_len": 24,
+            "pad_id": 0,
+            "sos_id": 1,
+            "eos_id": 2,
+        },
+        "spgm": {
+            "depth": 18,
+            "width": 16,
+            "use_tst": True,
+            "use_aft": True,
+            "tst_stages": ["res2", "res3", "res4"],
+            "tst_key_ratio": 0.25,
+            "tst_scale": None,
+            "tst_kv_stride": 1,
+            "decoder_channels": [64, 32, 16, 8],
+            "bottleneck_convs": 1,
+            "aft_dilations": [2, 4, 8],
+            "aft_separable": 5,
+        },
+    },
+}
+
+# Paper Table 4's ablation variants as (use_tst, use_aft).
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "basic": (False, False),
+    "basic+aft": (False, True),
+    "spg-im-wo-aft": (True, False),
+    "spg-im": (True, True),
+}
+
+
+def get_config(name: str, *, variant: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A deep copy of a named configuration.
+
+    Args:
+        name: ``"paper"`` or ``"tiny"``.
+        variant: one of :data:`VARIANTS`; sets ``spgm.use_tst`` and ``spgm.use_aft``.
+        overrides: ``section__key=value`` pairs, e.g. ``caption__vocab_size=1000``.
+    """
+    if name not in MODEL_CONFIGS:
+        raise SpgimError(f"unknown configuration {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    config = copy.deepcopy(MODEL_CONFIGS[name])
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise SpgimError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        config["spgm"]["use_tst"], config["spgm"]["use_aft"] = VARIANTS[variant]
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if section not in config or not isinstance(config[section], dict) or field not in config[section]:
+            raise SpgimError(f"unknown configuration field {section}.{field}")
+        config[section][field] = value
+    return config
+
+
+def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two configurations differ, each as ``path: expected X, found Y``."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for key in sorted(set(expected) | set(actual), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in actual:
+                out.append(f"{path}: expected {expected[key]!r}, found nothing")
+            elif key not in expected:
+                out.append(f"{path}: not expected, found {actual[key]!r}")
+            else:
+                out.extend(config_differences(expected[key], actual[key], path))
+        return out
+    if isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
+        expected, actual = list(expected), list(actual)
+    return [] if expected == actual else [f"{prefix}: expected {expected!r}, found {actual!r}"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` or ``"S"`` -> ``(height, width)``, each a positive multiple of 32."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise SpgimError(f"size {text!r} is not WxH, e.g. 512x512") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0 or any(v % 32 for v in values):
+        raise SpgimError(f"size {text!r} must be WxH with both sides positive multiples of 32")
+    width, height = values
+    return height, width

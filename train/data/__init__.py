@@ -1,0 +1,1 @@
+"""Training data: the procedural scene generator and loaders for the real dataset layouts."""
