@@ -22,9 +22,7 @@ from spgim.train.models import build_model
 from spgim.train.summary import model_summary
 
 
-def time_forward(
-    config: dict[str, Any], height: int, width: int, dtype: str, warmup: int, iters: int
-) -> list[float]:
+def time_forward(config: dict[str, Any], height: int, width: int, dtype: str, warmup: int, iters: int) -> list[float]:
     """Seconds per SPD + SPGM forward of one frame, ``iters`` samples after ``warmup`` runs."""
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
     image = torch.rand(1, 3, height, width)
@@ -40,9 +38,7 @@ def time_forward(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="paper")
     parser.add_argument("--size", default="512x512", help="WxH")
     parser.add_argument("--dtypes", default="fp32,bf16")

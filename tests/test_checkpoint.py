@@ -19,9 +19,7 @@ def test_round_trip_restores_identical_outputs(tmp_path: Path) -> None:
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
     save_checkpoint(tmp_path / "spd.pt", branch="spd", config=config, model=spd)
     path = save_checkpoint(tmp_path / "spgm.pt", branch="spgm", config=config, model=spgm, extra={"epoch": 3})
-    assert [p.name for p in tmp_path.iterdir()] == sorted(["spd.pt", "spgm.pt"]) or len(
-        list(tmp_path.iterdir())
-    ) == 2
+    assert [p.name for p in tmp_path.iterdir()] == sorted(["spd.pt", "spgm.pt"]) or len(list(tmp_path.iterdir())) == 2
     payload = load_checkpoint(path, branch="spgm", config=config)
     assert payload["extra"] == {"epoch": 3} and payload["config"] == config
     spd2, spgm2 = load_model(tmp_path / "spd.pt", "spd").eval(), load_model(path, "spgm", config).eval()
@@ -34,9 +32,7 @@ def test_round_trip_restores_identical_outputs(tmp_path: Path) -> None:
 
 def test_mismatched_config_is_refused_naming_the_field(tmp_path: Path) -> None:
     config = get_config("tiny")
-    path = save_checkpoint(
-        tmp_path / "spgm.pt", branch="spgm", config=config, model=build_model("spgm", config)
-    )
+    path = save_checkpoint(tmp_path / "spgm.pt", branch="spgm", config=config, model=build_model("spgm", config))
     other = get_config("tiny", spgm__depth=34)
     with pytest.raises(SpgimError, match=r"spgm\.depth: expected 34, found 18"):
         load_checkpoint(path, config=other)
@@ -70,9 +66,7 @@ def test_corrupt_truncated_or_foreign_files_are_refused(tmp_path: Path, content:
     path = tmp_path / "bad.pt"
     if content is None:  # a truncated real checkpoint
         config = get_config("tiny")
-        good = save_checkpoint(
-            tmp_path / "good.pt", branch="spd", config=config, model=build_model("spd", config)
-        )
+        good = save_checkpoint(tmp_path / "good.pt", branch="spd", config=config, model=build_model("spd", config))
         content = good.read_bytes()[: good.stat().st_size // 2]
     path.write_bytes(content)
     with pytest.raises(SpgimError, match="unreadable or truncated"):

@@ -28,9 +28,7 @@ def _reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scal
 
 
 @pytest.mark.parametrize("impl", sorted(ATTENTION_IMPLS))
-@pytest.mark.parametrize(
-    ("n", "m", "d", "dv"), [(50, 70, 8, 8), (QUERY_BLOCK + 300, 400, 16, 16), (64, 64, 16, 24)]
-)
+@pytest.mark.parametrize(("n", "m", "d", "dv"), [(50, 70, 8, 8), (QUERY_BLOCK + 300, 400, 16, 16), (64, 64, 16, 24)])
 def test_tst_attention_matches_float64_reference(impl: str, n: int, m: int, d: int, dv: int) -> None:
     q, k, v = torch.randn(2, n, d) * 2, torch.randn(2, m, d) * 2, torch.randn(2, m, dv)
     scale = d**-0.5
@@ -96,9 +94,7 @@ def test_gradients_reach_every_parameter(variant: str) -> None:
     )
     (spd_loss + spgm_loss).backward()
     for model in (spd, spgm):
-        missing = [
-            n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)
-        ]
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
         assert not missing, f"{variant}: no gradient for {missing[:5]}"
     has_tst = any(n.startswith("tst.") for n, _ in spgm.named_parameters())
     assert has_tst == VARIANTS[variant][0]

@@ -129,9 +129,7 @@ def load_checkpoint(
         )
         if differences:
             more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
-            raise SpgimError(
-                f"checkpoint {source} was made for another configuration: {differences[0]}{more}"
-            )
+            raise SpgimError(f"checkpoint {source} was made for another configuration: {differences[0]}{more}")
     return payload
 
 

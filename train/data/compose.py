@@ -20,9 +20,7 @@ def composite(fg: NDArray[np.uint8], bg: NDArray[np.uint8], alpha: NDArray[np.ui
     Returns: ``(H, W, 3)`` uint8 composite.
     """
     if fg.shape != bg.shape or fg.shape[:2] != alpha.shape:
-        raise ValueError(
-            f"composite needs matching sizes, got fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}"
-        )
+        raise ValueError(f"composite needs matching sizes, got fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}")
     a = alpha.astype(np.float32)[..., None] / np.float32(255.0)
     merged = fg.astype(np.float32) * a + bg.astype(np.float32) * (np.float32(1.0) - a)
     return np.clip(np.rint(merged), 0, 255).astype(np.uint8)

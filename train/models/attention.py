@@ -36,8 +36,7 @@ def attention_blocked(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """Standard ops over blocks of queries: memory O(QUERY_BLOCK x M) instead of O(N x M)."""
     kt = k.transpose(1, 2)
     blocks = [
-        torch.softmax(torch.bmm(q_block, kt) * scale, dim=-1) @ v
-        for q_block in torch.split(q, QUERY_BLOCK, dim=1)
+        torch.softmax(torch.bmm(q_block, kt) * scale, dim=-1) @ v for q_block in torch.split(q, QUERY_BLOCK, dim=1)
     ]
     return torch.cat(blocks, dim=1)
 

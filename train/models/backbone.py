@@ -89,13 +89,9 @@ class ResNetBackbone(nn.Module):
                 nn.Conv2d(self._inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers: list[nn.Module] = [
-            _make_block(block, self._inplanes, planes, stride, downsample, previous_dilation)
-        ]
+        layers: list[nn.Module] = [_make_block(block, self._inplanes, planes, stride, downsample, previous_dilation)]
         self._inplanes = planes * block.expansion
-        layers += [
-            _make_block(block, self._inplanes, planes, 1, None, self._dilation) for _ in range(1, count)
-        ]
+        layers += [_make_block(block, self._inplanes, planes, 1, None, self._dilation) for _ in range(1, count)]
         return nn.Sequential(*layers)
 
     def forward_stem(self, x: Tensor) -> Tensor:

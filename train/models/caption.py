@@ -38,6 +38,11 @@ class CaptionHead(nn.Module):
         self.pad_id, self.sos_id, self.eos_id = config["pad_id"], config["sos_id"], config["eos_id"]
         self.visual_projection = nn.Linear(visual_channels, width)
         self.token_embedding = nn.Embedding(self.vocab_size, width, padding_idx=self.pad_id)
+        # The embedding is also the output projection: unit-variance rows would start the logits far
+        # from uniform, so start them small as transformer language models do.
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.token_embedding.weight[self.pad_id].zero_()
         self.position_embedding = nn.Embedding(self.max_len, width)
         self.embedding_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(config["dropout"])
@@ -58,13 +63,9 @@ class CaptionHead(nn.Module):
     def _logits(self, decoder: nn.TransformerDecoder, visual: Tensor, tokens: Tensor) -> Tensor:
         length = tokens.shape[1]
         positions = torch.arange(length, device=tokens.device)
-        x = self.dropout(
-            self.embedding_norm(self.token_embedding(tokens) + self.position_embedding(positions))
-        )
+        x = self.dropout(self.embedding_norm(self.token_embedding(tokens) + self.position_embedding(positions)))
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(diagonal=1)
-        x = decoder(
-            x, visual, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=tokens == self.pad_id
-        )
+        x = decoder(x, visual, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=tokens == self.pad_id)
         return x @ self.token_embedding.weight.t()
 
     def loss(self, grid: Tensor, tokens: Tensor) -> Tensor:

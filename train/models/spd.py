@@ -52,9 +52,7 @@ class SPDDecoder(nn.Module):
 
 def build_front_end(config: dict[str, Any], *, dilate_last: bool) -> ResNetBackbone:
     """The SPD visual front-end; captioning runs it undilated (7x7 grid at 224 px), SPD at OS16."""
-    return ResNetBackbone(
-        depth=config["depth"], in_channels=3, width=config["width"], dilate_last=dilate_last
-    )
+    return ResNetBackbone(depth=config["depth"], in_channels=3, width=config["width"], dilate_last=dilate_last)
 
 
 class SPD(nn.Module):

@@ -134,9 +134,7 @@ class SPGM(nn.Module):
         self.use_tst = bool(config["use_tst"])
         self.use_aft = bool(config["use_aft"])
         self.normalize = ImageNormalize()
-        self.encoder = ResNetBackbone(
-            depth=config["depth"], in_channels=4, width=config["width"], num_stages=3
-        )
+        self.encoder = ResNetBackbone(depth=config["depth"], in_channels=4, width=config["width"], num_stages=3)
         stage_channels = self.encoder.stage_channels
         unknown = set(config["tst_stages"]) - set(ENCODER_STAGES)
         if unknown:
@@ -159,10 +157,7 @@ class SPGM(nn.Module):
                     fused_channels[index] = block.out_channels
         c16, c8, c4, c1 = config["decoder_channels"]
         self.bottleneck = nn.Sequential(
-            *[
-                conv_bn_relu(fused_channels[2] if i == 0 else c16, c16)
-                for i in range(config["bottleneck_convs"])
-            ]
+            *[conv_bn_relu(fused_channels[2] if i == 0 else c16, c16) for i in range(config["bottleneck_convs"])]
         )
         self.stem_fuse = conv_bn_relu(c4 + self.encoder.stem_channels, c1)
         level_inputs = (c16 + fused_channels[1], c8 + fused_channels[0], c1 + 3)
@@ -173,9 +168,7 @@ class SPGM(nn.Module):
                 for i, c, d in zip(level_inputs, level_channels, config["aft_dilations"], strict=True)
             )
         else:
-            self.levels = nn.ModuleList(
-                PlainBlock(i, c) for i, c in zip(level_inputs, level_channels, strict=True)
-            )
+            self.levels = nn.ModuleList(PlainBlock(i, c) for i, c in zip(level_inputs, level_channels, strict=True))
 
     def forward(
         self, image: Tensor, mask: Tensor, r2: Tensor, r3: Tensor, r4: Tensor

@@ -1,0 +1,231 @@
+"""The three training stages: caption pre-training, SPD (saliency mask), SPGM (alpha).
+
+Each stage builds its model, data, parameter groups, loss and validation score for
+:func:`spgim.train.loop.run_training`; the command ``spgim train caption|spd|spgm`` picks one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spgim.errors import SpgimError
+
+from .checkpoint import load_checkpoint, load_model, weights_digest
+from .config import config_differences, get_config
+from .data.captions import CaptionTokenizer, CocoCaptionsDataset, load_coco_captions, train_tokenizer
+from .data.matting import MattingTestDataset, MattingTrainDataset
+from .distributed import DistInfo, barrier
+from .evaluate import validation_sad
+from .models import SPD, SPGM, CaptionModel, guide_channels, saliency_target
+
+
+class CaptionStage:
+    """Visual-to-textual pre-training of SPD's front-end on COCO Captions (paper §3.1, A.2)."""
+
+    branch = "caption"
+
+    def __init__(
+        self,
+        *,
+        data: Path,
+        config_name: str,
+        recipe: dict[str, Any],
+        out_dir: Path,
+        info: DistInfo,
+        seed: int,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.info, self.data = recipe, info, data
+        tokenizer_path = out_dir / "tokenizer.model"
+        if info.is_main:
+            if resume is not None:
+                tokenizer_path.write_bytes(resume["extra"]["tokenizer"].numpy().tobytes())
+            else:
+                base = get_config(config_name)["caption"]
+                captions = [caption for _, caption in load_coco_captions(data, "train")]
+                train_tokenizer(captions, tokenizer_path.with_suffix(""), base["vocab_size"])
+        barrier(info)
+        self.tokenizer = CaptionTokenizer(tokenizer_path)
+        self.config = (
+            resume["config"] if resume else get_config(config_name, caption__vocab_size=self.tokenizer.vocab_size)
+        )
+        self.model = CaptionModel(self.config)
+        caption = self.config["caption"]
+        self.train_set = CocoCaptionsDataset(
+            data,
+            "train",
+            image_size=caption["image_size"],
+            tokenizer=self.tokenizer,
+            max_len=caption["max_len"],
+            seed=seed,
+        )
+        self.val_set: CocoCaptionsDataset | None = None
+        if (data / "coco" / "annotations" / "captions_val2017.json").is_file() or (
+            data / "annotations" / "captions_val2017.json"
+        ).is_file():
+            self.val_set = CocoCaptionsDataset(
+                data,
+                "val",
+                image_size=caption["image_size"],
+                tokenizer=self.tokenizer,
+                max_len=caption["max_len"],
+            )
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        backbone = list(self.model.backbone.parameters())
+        head = list(self.model.head.parameters())
+        return [
+            {"params": backbone, "lr": self.recipe["lr"]["backbone"]},
+            {"params": head, "lr": self.recipe["lr"]["head"]},
+        ]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        loss: Tensor = model(batch["image"], batch["tokens"])
+        return loss
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        loader = torch.utils.data.DataLoader(self.val_set, batch_size=self.recipe["batch_size"])
+        total, count = 0.0, 0
+        for batch in loader:
+            image, tokens = batch["image"].to(self.info.device), batch["tokens"].to(self.info.device)
+            total += float(self.model(image, tokens)) * len(image)
+            count += len(image)
+        return {"val_loss": total / count, "score": total / count}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        data = np.frombuffer(self.tokenizer.model_path.read_bytes(), dtype=np.uint8).copy()
+        return {"tokenizer": torch.from_numpy(data)}
+
+
+class SPDStage:
+    """Saliency-mask training of SPD against S(a*) with an L2 loss (Eq. 2), from the caption front-end."""
+
+    branch = "spd"
+
+    def __init__(
+        self,
+        *,
+        data: Path,
+        config_name: str,
+        recipe: dict[str, Any],
+        info: DistInfo,
+        seed: int,
+        init: Path | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.info = recipe, info
+        self.config = resume["config"] if resume else get_config(config_name)
+        self.model = SPD(self.config["spd"])
+        self.init = str(init) if init else None
+        if resume is None and init is not None:
+            self._load_front_end(init)
+        self.train_set = MattingTrainDataset(
+            data,
+            size=recipe["crop"],
+            bg_per_fg=recipe["bg_per_fg"],
+            seed=seed,
+            mask_sigma=recipe["mask_sigma"],
+        )
+        self.val_set = MattingTestDataset(data, size=recipe["crop"]) if (data / "test").is_dir() else None
+
+    def _load_front_end(self, path: Path) -> None:
+        payload = load_checkpoint(path, branch="caption")
+        differences = config_differences(self.config["spd"], payload["config"]["spd"], "spd")
+        if differences:
+            raise SpgimError(f"caption checkpoint {path} has another front-end: {differences[0]}")
+        prefix = "backbone."
+        weights = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+        self.model.backbone.load_state_dict(weights)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        mask = model(batch["image"])[0]
+        return F.mse_loss(mask, batch["mask_target"])
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        total = 0.0
+        for index in range(len(self.val_set)):
+            item = self.val_set[index]
+            mask = self.model(item["image"][None].to(self.info.device))[0]
+            target = saliency_target(item["alpha"][None].to(mask.device), mask.shape[-2:], self.recipe["mask_sigma"])
+            total += float(F.mse_loss(mask, target))
+        mean = total / max(1, len(self.val_set))
+        return {"val_loss": mean, "score": mean}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"init": self.init}
+
+
+class SPGMStage:
+    """Alpha training of SPGM guided by a frozen SPD; loss sum_i lambda_i |a_i - a*|_1 (Eq. 6)."""
+
+    branch = "spgm"
+
+    def __init__(
+        self,
+        *,
+        data: Path,
+        config_name: str,
+        recipe: dict[str, Any],
+        info: DistInfo,
+        seed: int,
+        spd_path: Path,
+        variant: str | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.info = recipe, info
+        self.config = resume["config"] if resume else get_config(config_name, variant=variant)
+        spd_payload = load_checkpoint(spd_path, branch="spd")
+        differences = config_differences(self.config["spd"], spd_payload["config"]["spd"], "spd")
+        if differences:
+            raise SpgimError(f"SPD checkpoint {spd_path} was made for another configuration: {differences[0]}")
+        self.spd = load_model(spd_path, "spd").eval().to(info.device)
+        self.spd.requires_grad_(False)
+        self.spd_digest = weights_digest(self.spd.state_dict())
+        if resume is not None and resume["extra"].get("spd_digest") != self.spd_digest:
+            raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
+        self.spd_path = str(spd_path)
+        self.model = SPGM(self.config["spgm"], guide_channels(self.config))
+        self.train_set = MattingTrainDataset(data, size=recipe["crop"], bg_per_fg=recipe["bg_per_fg"], seed=seed)
+        self.val_set = MattingTestDataset(data) if (data / "test").is_dir() else None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        image, target = batch["image"], batch["alpha"]
+        with torch.no_grad():
+            mask, r2, r3, r4 = self.spd(image)
+        alphas = model(image, mask, r2, r3, r4)
+        total = image.new_zeros(())
+        for weight, alpha in zip(self.recipe["loss_weights"], alphas, strict=True):
+            if alpha.shape[-2:] != target.shape[-2:]:
+                alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + weight * F.l1_loss(alpha, target)
+        return total
+
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        sad = validation_sad(self.spd, self.model, self.val_set, self.info.device)
+        return {"val_sad": sad, "score": sad}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"spd_digest": self.spd_digest, "spd_checkpoint": self.spd_path}

@@ -1,0 +1,186 @@
+"""``spgim train`` and ``spgim eval``: argument parsing and the glue between stages, loop and files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from spgim.errors import SpgimError
+
+TRAIN_EXAMPLE = """example:
+  spgim data synth --out data --count 200 --size 256 --seed 0
+  spgim train caption --data data --config tiny --out runs/caption
+  spgim train spd --data data --config tiny --out runs/spd --init runs/caption/best.pt
+  spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt
+  torchrun --nproc_per_node 2 -m spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt
+  spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt --resume runs/spgm/last.pt"""
+
+EVAL_EXAMPLE = """example:
+  spgim eval --spd runs/spd/best.pt --spgm runs/spgm/best.pt --data data --out metrics.json"""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``spgim train``."""
+    parser.add_argument("stage", choices=["caption", "spd", "spgm"], help="which stage to train")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (docs/data-layout.md)")
+    parser.add_argument("--config", default="tiny", help="model configuration: paper or tiny (default tiny)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
+    parser.add_argument("--init", type=Path, help="spd: caption checkpoint whose front-end SPD starts from")
+    parser.add_argument("--spd", type=Path, help="spgm: the trained SPD checkpoint (kept frozen)")
+    parser.add_argument("--variant", help="spgm ablation: basic, basic+aft, spg-im-wo-aft, spg-im (default)")
+    parser.add_argument("--resume", type=Path, help="continue exactly from a checkpoint of this run (last.pt)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size (per process)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="override the maximum learning rate (caption: of the front-end; the decoder's keeps its ratio)",
+    )
+    parser.add_argument(
+        "--milestones", type=lambda s: [int(x) for x in s.split(",")], help="step-decay epochs, e.g. 40,60,80"
+    )
+    parser.add_argument(
+        "--schedule-preset",
+        help="paper A.1 decays of a dataset: composition-1k, distinction-646, human-2k, multi-object-1k",
+    )
+    parser.add_argument("--bg-per-fg", type=int, help="composites per foreground per epoch (paper: 100)")
+    parser.add_argument("--crop", type=int, help="training crop size (paper: 512)")
+    parser.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch, for smoke runs")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``spgim train``."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .distributed import setup_distributed, teardown_distributed
+    from .loop import run_training
+    from .recipes import get_recipe
+    from .stages import CaptionStage, SPDStage, SPGMStage
+
+    if not args.data.is_dir():
+        raise SpgimError(f"data folder {args.data} does not exist")
+    if args.stage == "spgm" and args.spd is None:
+        raise SpgimError("spgim train spgm needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
+    if args.stage != "spgm" and (args.spd is not None or args.variant is not None):
+        raise SpgimError("--spd and --variant belong to the spgm stage")
+    if args.stage != "spd" and args.init is not None:
+        raise SpgimError("--init belongs to the spd stage (a caption checkpoint)")
+    resume: dict[str, Any] | None = None
+    if args.resume is not None:
+        resume = load_checkpoint(args.resume, branch=args.stage)
+        if "train_state" not in resume["extra"]:
+            raise SpgimError(f"{args.resume} holds no training state to resume from")
+        recipe = dict(resume["extra"]["train_state"]["recipe"])
+        if args.epochs is not None:
+            recipe["epochs"] = args.epochs
+        seed = int(resume["extra"]["train_state"]["seed"])
+    else:
+        recipe = get_recipe(
+            args.config,
+            args.stage,
+            preset=args.schedule_preset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            milestones=args.milestones,
+            bg_per_fg=args.bg_per_fg if args.stage != "caption" else None,
+            crop=args.crop if args.stage != "caption" else None,
+            max_steps_per_epoch=args.max_steps_per_epoch,
+        )
+        seed = args.seed
+    torch.manual_seed(seed)
+    info = setup_distributed()
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        common: dict[str, Any] = {
+            "data": args.data,
+            "config_name": args.config,
+            "recipe": recipe,
+            "info": info,
+            "seed": seed,
+            "resume": resume,
+        }
+        stage: Any
+        if args.stage == "caption":
+            stage = CaptionStage(out_dir=args.out, **common)
+        elif args.stage == "spd":
+            stage = SPDStage(init=args.init, **common)
+        else:
+            stage = SPGMStage(spd_path=args.spd, variant=args.variant, **common)
+        if resume is not None:
+            stage.model.load_state_dict(resume["state_dict"])
+        state = run_training(
+            stage,
+            out_dir=args.out,
+            info=info,
+            seed=seed,
+            workers=args.workers,
+            resume_state=resume["extra"]["train_state"] if resume else None,
+        )
+        if info.is_main:
+            best = state["best_score"]
+            print(
+                f"{args.stage}: {state['epoch']} epochs done; checkpoints in {args.out} (best score {best:.4g})"
+                if best is not None
+                else f"{args.stage}: done; checkpoints in {args.out}"
+            )
+    finally:
+        teardown_distributed(info)
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``spgim eval``."""
+    parser.add_argument("--spd", required=True, type=Path, help="SPD checkpoint")
+    parser.add_argument("--spgm", required=True, type=Path, help="SPGM checkpoint trained with that SPD")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder with test/merged and test/alpha")
+    parser.add_argument("--out", type=Path, help="write the metrics JSON here")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of ``spgim eval``."""
+    import torch
+
+    from .checkpoint import load_checkpoint, load_model, weights_digest
+    from .evaluate import evaluate_split
+
+    spgm_payload = load_checkpoint(args.spgm, branch="spgm")
+    spd = load_model(args.spd, "spd", spgm_payload["config"])
+    expected = spgm_payload["extra"].get("spd_digest")
+    if expected is not None and expected != weights_digest(spd.state_dict()):
+        raise SpgimError(f"{args.spgm} was trained with another SPD than {args.spd}")
+    spgm = load_model(args.spgm, "spgm")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = evaluate_split(spd, spgm, args.data, device=device, limit=args.limit)
+    result["checkpoints"] = {"spd": str(args.spd), "spgm": str(args.spgm)}
+    print(format_metrics(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    """Table 4-style lines: SAD, MSE, Grad, Conn for all, single- and multi-object images."""
+    lines = []
+    for region in ("whole_image", "unknown_region"):
+        groups = result.get(region)
+        if not groups:
+            continue
+        lines.append(f"{region.replace('_', ' ')}:  {'images':>6} {'SAD':>8} {'MSE':>8} {'Grad':>8} {'Conn':>8}")
+        for group in ("all", "single", "multi"):
+            numbers = groups[group]
+            if not numbers["count"]:
+                lines.append(f"  {group:<12} {0:>6}")
+                continue
+            lines.append(
+                f"  {group:<12} {numbers['count']:>6} {numbers['sad']:>8.3f} {numbers['mse']:>8.4f} "
+                f"{numbers['grad']:>8.3f} {numbers['conn']:>8.3f}"
+            )
+    return "\n".join(lines)
