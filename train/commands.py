@@ -8,7 +8,6 @@ from typing import Any
 
 EXAMPLES = {
     "summary": ("example:\n  spgim summary --config paper --size 512x512\n  spgim summary --config tiny --json"),
-    "demo": "example:\n  spgim demo",
 }
 
 
@@ -22,20 +21,8 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .config import get_config
-    from .summary import format_summary, model_summary
-
-    for name in ("paper", "tiny"):
-        config = get_config(name)
-        size = config["image_size"]
-        print(format_summary(model_summary(config, size, size)))
-        print()
-    return 0
-
-
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``eval``, ``summary`` and ``demo`` to the ``spgim`` command."""
+    """Add ``data``, ``train``, ``eval`` and ``summary`` to the ``spgim`` command."""
     from . import train_command
 
     formatter = argparse.RawDescriptionHelpFormatter
@@ -82,12 +69,3 @@ def register(subparsers: Any) -> None:
     summary.add_argument("--variant", default=None, help="ablation variant: basic, basic+aft, spg-im-wo-aft, spg-im")
     summary.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     summary.set_defaults(handler=_summary)
-
-    demo = subparsers.add_parser(
-        "demo",
-        help="the main job on the embedded default (what `make demo` runs)",
-        description="Run the demo: model summary of the paper and tiny configurations.",
-        epilog=EXAMPLES["demo"],
-        formatter_class=formatter,
-    )
-    demo.set_defaults(handler=_demo)

@@ -67,18 +67,38 @@ def build_optimizer(recipe: dict[str, Any], groups: list[dict[str, Any]]) -> tor
     raise SpgimError(f"unknown optimizer {recipe['optimizer']!r}")
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Make SIGTERM behave like Ctrl-C so both save a resumable checkpoint."""
+class _ForcedStop(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once, without a checkpoint of a half-finished step."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _StopRequests:
+    """Ctrl-C and SIGTERM ask the loop to stop at the next step boundary.
+
+    Stopping between steps keeps weights, optimizer, scheduler and RNG consistent, so the
+    checkpoint written then resumes exactly; a second signal stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise _ForcedStop
+        self.requested = True
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was asked for."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -138,6 +158,8 @@ def run_training(
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         torch.set_rng_state(resume_state["rng"])
+        if info.device.type == "cuda" and resume_state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(resume_state["cuda_rng"])
         state.update({k: resume_state[k] for k in ("epoch", "step_in_epoch", "global_step", "best_score", "history")})
     writer = _tensorboard(out_dir) if info.is_main else None
     log = (out_dir / "log.jsonl").open("a") if info.is_main else None
@@ -153,12 +175,14 @@ def run_training(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if info.device.type == "cuda" else [],
         }
         extra = {**stage.checkpoint_extra(), "train_state": train_state}
         save_checkpoint(out_dir / name, branch=stage.branch, config=stage.config, model=model, extra=extra)
 
+    stop = _StopRequests()
     try:
-        with _sigterm_as_interrupt():
+        with stop.installed():
             while state["epoch"] < epochs:
                 epoch = state["epoch"]
                 started = time.perf_counter()
@@ -174,6 +198,7 @@ def run_training(
                     workers=workers,
                     writer=writer,
                     log=log,
+                    stop=stop,
                 )
                 train_loss = all_reduce_mean(sum(losses) / max(1, len(losses)), info)
                 numbers = stage.validate() if info.is_main else {}
@@ -200,6 +225,12 @@ def run_training(
                         for key, value in summary.items():
                             if isinstance(value, int | float) and key not in ("epoch",):
                                 writer.add_scalar(f"epoch/{key}", value, epoch + 1)
+                stop.check()
+    except _ForcedStop:
+        raise SpgimError(
+            f"stopped at once by a second interrupt; {out_dir / 'last.pt'} is from the last finished epoch",
+            exit_code=130,
+        ) from None
     except KeyboardInterrupt:
         save("last.pt", state)
         raise SpgimError(
@@ -228,6 +259,7 @@ def _run_epoch(
     workers: int,
     writer: Any,
     log: Any,
+    stop: _StopRequests,
 ) -> list[float]:
     """One epoch from ``state["step_in_epoch"]`` on; ``state`` advances after every step."""
     from tqdm import tqdm
@@ -244,6 +276,9 @@ def _run_epoch(
         stage.train_set,
         batch_size=batch_size,
         sampler=indices,
+        # Its own generator: a loader drawing its workers' base seed from the global RNG would make a
+        # resumed run's dropout differ from the uninterrupted run's.
+        generator=torch.Generator().manual_seed(epoch),
         num_workers=workers,
         drop_last=True,
         pin_memory=info.device.type == "cuda",
@@ -258,8 +293,17 @@ def _run_epoch(
         disable=not info.is_main or not sys.stderr.isatty(),
         leave=False,
     )
+    batches = iter(loader)
     with bar:
-        for batch in loader:
+        while state["step_in_epoch"] < steps_per_epoch:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:
+                # Ctrl-C reaches DataLoader workers too; the one that dies first breaks the fetch.
+                stop.check()
+                raise
             loss = stage.loss(model, _to_device(batch, info.device))
             if not torch.isfinite(loss):
                 raise SpgimError(
@@ -290,6 +334,7 @@ def _run_epoch(
                 }
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+            stop.check()
     return losses
 
 

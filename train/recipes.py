@@ -63,11 +63,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "optimizer": "sgd",
             "momentum": 0.9,
             "weight_decay": 1e-4,
-            "lr": {"backbone": 0.05, "head": 1e-2},
+            "lr": {"backbone": 0.3, "head": 0.06},
             "schedule": "warmup-cosine",
             "warmup_fraction": 0.05,
             "batch_size": 16,
-            "epochs": 4,
+            "epochs": 10,
         },
         "spd": {
             "optimizer": "adam",

@@ -18,6 +18,9 @@ from spgim.errors import SpgimError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
+# OpenCV prints its own decoder warnings to stderr; a bad file is reported once, by us, in one line.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 
 class DataReadError(SpgimError):
     """A sample's file could not be read: a :class:`SpgimError` that stays one line when a
