@@ -75,6 +75,16 @@ def focal_mask(previous_alpha: Tensor) -> Tensor:
     return ((previous_alpha > 0) & (previous_alpha < 1)).to(previous_alpha.dtype)
 
 
+def focal_alpha(previous_alpha: Tensor) -> Tensor:
+    """``a_{i-1} * u_i``: the previous alpha inside its focal region, 0 elsewhere.
+
+    A select rather than a product with :func:`focal_mask`, so the exported graph has no Cast
+    whose target type an fp16 conversion would have to rewrite.
+    """
+    inside = (previous_alpha > 0) & (previous_alpha < 1)
+    return torch.where(inside, previous_alpha, torch.zeros_like(previous_alpha))
+
+
 class AFTBlock(nn.Module):
     """One level of the Adaptive Focal Transformation refinement decoder.
 
@@ -99,7 +109,7 @@ class AFTBlock(nn.Module):
 
     def forward(self, feature: Tensor, previous_alpha: Tensor) -> tuple[Tensor, Tensor]:
         previous = resize_to(previous_alpha, feature)
-        focus = resize_to(previous_alpha * focal_mask(previous_alpha), feature)
+        focus = resize_to(focal_alpha(previous_alpha), feature)
         x = self.reduce(feature)
         body = self.body(torch.cat([x, previous], dim=1))
         detail = self.detail(torch.cat([x, focus], dim=1))

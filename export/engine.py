@@ -1,0 +1,116 @@
+"""TensorRT engines from the ONNX graphs: TensorRT 10/11 Python API, strongly typed networks.
+
+The fp16 engine is built from the fp16 ONNX graph and the fp32 engine from the fp32 graph: in a
+strongly typed network the graph's types are the engine's types (TensorRT 11 removed
+``BuilderFlag.FP16`` and weak typing). TF32 is cleared for fp32 so it really computes in fp32.
+The plugin library is loaded by path; a timing cache persists between builds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from spgim.errors import SpgimError
+from spgim.tst_op import PLUGIN_LIBRARY
+
+# Exit code for "this machine cannot build engines" (no TensorRT, no GPU, no plugin library).
+NO_TENSORRT_EXIT = 2
+
+
+def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The TST attention plugin library: ``--plugin``, ``$SPGIM_TST_PLUGIN``, then the CMake build folder."""
+    repo = Path(__file__).resolve().parents[1]
+    candidates = [Path(p) for p in (explicit, os.environ.get("SPGIM_TST_PLUGIN")) if p]
+    candidates += [repo / "build" / "native" / PLUGIN_LIBRARY, Path.cwd() / "build" / "native" / PLUGIN_LIBRARY]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if explicit is not None:
+        raise SpgimError(f"plugin library {explicit} does not exist", exit_code=NO_TENSORRT_EXIT)
+    raise SpgimError(
+        f"{PLUGIN_LIBRARY} not found; build it with: cmake -S . -B build/native -DTensorRT_ROOT=/path/to/TensorRT "
+        "&& cmake --build build/native --target spgim_tst_plugin (or pass --plugin PATH)",
+        exit_code=NO_TENSORRT_EXIT,
+    )
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module on a machine with an NVIDIA GPU, or one clear error (exit code 2)."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise SpgimError(
+            "TensorRT is not installed, so no engine was built (the other formats were exported): on a machine "
+            "with an NVIDIA GPU, pip install tensorrt --extra-index-url https://pypi.nvidia.com",
+            exit_code=NO_TENSORRT_EXIT,
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SpgimError(
+            "no CUDA GPU is visible, so no TensorRT engine was built (the other formats were exported)",
+            exit_code=NO_TENSORRT_EXIT,
+        )
+    return tensorrt
+
+
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    *,
+    profile: dict[str, list[list[int]]],
+    precision: str,
+    workspace_gb: float,
+    plugin_library: Path | None,
+    timing_cache: Path,
+) -> dict[str, Any]:
+    """Build and serialise one engine; returns the facts its sidecar records.
+
+    Args:
+        onnx_path: the ONNX graph (fp16 graph for an fp16 engine).
+        engine_path: where the serialised engine goes.
+        profile: input name -> [min, opt, max] shapes (one optimisation profile).
+        precision: ``"fp32"`` or ``"fp16"`` (the graph's types decide; fp32 also clears TF32).
+        workspace_gb: workspace memory pool limit.
+        plugin_library: the TST attention plugin, for graphs with ``TSTAttention`` nodes.
+        timing_cache: read if present, written after the build.
+    """
+    trt = import_tensorrt()
+    import torch
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if plugin_library is not None:
+        builder.get_plugin_registry().load_library(str(plugin_library))
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SpgimError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    optimization_profile = builder.create_optimization_profile()
+    for name, (smallest, optimal, largest) in profile.items():
+        optimization_profile.set_shape(name, smallest, optimal, largest)
+    config.add_optimization_profile(optimization_profile)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise SpgimError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
+    engine_path.write_bytes(bytes(serialized))
+    timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    major, minor = torch.cuda.get_device_capability()
+    return {
+        "tensorrt_version": trt.__version__,
+        "gpu": torch.cuda.get_device_name(),
+        "compute_capability": f"{major}.{minor}",
+        "strongly_typed": True,
+        "tf32": precision != "fp32",
+        "workspace_gb": workspace_gb,
+    }

@@ -1,0 +1,39 @@
+"""The JSON sidecar written next to every exported artifact, and the checkpoint facts it records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SIDECAR_FORMAT = "spgim-artifact"
+SIDECAR_VERSION = 1
+
+
+def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(artifact)
+    return path.with_name(path.name + ".json")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_sidecar(artifact: str | os.PathLike[str], description: dict[str, Any]) -> Path:
+    """Write the sidecar of ``artifact`` (atomically); returns its path."""
+    target = sidecar_path(artifact)
+    payload = {"sidecar": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, "artifact": Path(artifact).name}
+    payload.update(description)
+    payload["artifact_bytes"] = Path(artifact).stat().st_size
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, target)
+    return target
