@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, CUDA and TensorRT 10/11 (the Python wheel, and headers + libraries
+# under $TensorRT_ROOT): build the plugin, run the native tests, export both engines, compare them with
+# ONNX Runtime and print fp16 vs fp32 throughput.
+#   TensorRT_ROOT=/opt/TensorRT bash scripts/gpu_check.sh runs/spd/best.pt runs/spgm/best.pt [SIZE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+spd=${1:?usage: gpu_check.sh SPD_CHECKPOINT SPGM_CHECKPOINT [SIZE]}
+spgm=${2:?usage: gpu_check.sh SPD_CHECKPOINT SPGM_CHECKPOINT [SIZE]}
+size=${3:-512}
+python=${PYTHON:-.venv/bin/python}
+cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release ${TensorRT_ROOT:+-DTensorRT_ROOT="$TensorRT_ROOT"}
+cmake --build build/native -j"$(nproc)"
+ctest --test-dir build/native --output-on-failure
+"$python" -m pytest -q tests/test_native.py
+"$python" -m spgim export --spd "$spd" --spgm "$spgm" --out build/gpu_check --formats onnx,onnx-trt,engine \
+    --precision fp32,fp16 --height "$size" --width "$size" --plugin build/native/libspgim_tst_plugin.so
+"$python" scripts/gpu_check.py build/gpu_check --plugin build/native/libspgim_tst_plugin.so --json build/gpu_check/report.json
