@@ -8,6 +8,7 @@ The plugin library is loaded by path; a timing cache persists between builds.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,24 @@ def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
         "&& cmake --build build/native --target spgim_tst_plugin (or pass --plugin PATH)",
         exit_code=NO_TENSORRT_EXIT,
     )
+
+
+_LOADED_PLUGINS: dict[Path, ctypes.CDLL] = {}
+
+
+def load_plugin_library(path: Path) -> None:
+    """Load the plugin library once per process; its creator registers itself when loaded.
+
+    The library uses ``REGISTER_TENSORRT_PLUGIN`` (a static registrar), so it is loaded with
+    dlopen, not ``IPluginRegistry.load_library`` (which wants ``getCreators`` entry points); the
+    handle is kept so the creator stays registered for parsing, building and deserialising.
+    """
+    resolved = path.resolve()
+    if resolved not in _LOADED_PLUGINS:
+        try:
+            _LOADED_PLUGINS[resolved] = ctypes.CDLL(str(resolved), mode=ctypes.RTLD_GLOBAL)
+        except OSError as error:
+            raise SpgimError(f"cannot load plugin library {path}: {error}", exit_code=NO_TENSORRT_EXIT) from None
 
 
 def import_tensorrt() -> Any:
@@ -80,10 +99,10 @@ def build_engine(
     trt = import_tensorrt()
     import torch
 
+    if plugin_library is not None:
+        load_plugin_library(plugin_library)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    if plugin_library is not None:
-        builder.get_plugin_registry().load_library(str(plugin_library))
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

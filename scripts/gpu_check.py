@@ -19,6 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from spgim.export.engine import load_plugin_library
+
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16}
 
 
@@ -31,7 +33,7 @@ class EngineRunner:
         self.trt = trt
         logger = trt.Logger(trt.Logger.WARNING)
         if plugin is not None:
-            trt.get_plugin_registry().load_library(str(plugin))
+            load_plugin_library(plugin)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise SystemExit(f"could not deserialise {path}")

@@ -208,3 +208,30 @@ def test_a_pair_that_does_not_belong_together_is_refused(tmp_path: Path) -> None
         "export", "--spd", str(spd_path), "--spgm", str(spgm_path), "--out", str(tmp_path / "o"), "--height", "100"
     )
     assert result.returncode == 1 and "multiples of 32" in result.stderr
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_tensorrt_flavour_runs_on_the_cpu_twin_like_eager(exported: dict, height: int, width: int) -> None:
+    from spgim.tst_twin import twin_session
+
+    out = exported["out"]
+    image = torch.rand(1, 3, height, width)
+    features, alpha = _eager(exported["spd"], exported["spgm"], image)
+    names = ["image", "mask", "r2", "r3", "r4"]
+    twin = twin_session(out / "spgm.trt.onnx")
+    plugin_alpha = twin.run(None, dict(zip(names, [image.numpy(), *features], strict=True)))[0]
+    fp32_error = np.abs(plugin_alpha - alpha).max()
+    assert fp32_error < 1e-4
+    spd_half = ort.InferenceSession(str(out / "spd.fp16.onnx"), providers=["CPUExecutionProvider"])
+    half_image = image.numpy().astype(np.float16)
+    half_features = spd_half.run(None, {"image": half_image})
+    half = twin_session(out / "spgm.trt.fp16.onnx").run(
+        None, dict(zip(names, [half_image, *half_features], strict=True))
+    )[0]
+    assert half.dtype == np.float16 and np.isfinite(half).all()
+    fp16_error = np.abs(half.astype(np.float32) - alpha).mean()
+    print(
+        f"{exported['config']} {width}x{height}: TensorRT-flavour ONNX on the CPU twin fp32 max {fp32_error:.2e}, "
+        f"fp16 mean {fp16_error:.2e}"
+    )
+    assert fp16_error < 1e-2
