@@ -47,10 +47,12 @@ def run_demo(args: argparse.Namespace) -> int:
     if (data / "scenes.json").is_file():
         print(f"demo: reusing the generated scenes in {data}")
     else:
-        summary = generate_dataset(data, count=DEMO_SCENES, size=DEMO_SIZE, seed=DEMO_SEED)
+        summary = generate_dataset(data, count=args.scenes, size=DEMO_SIZE, seed=DEMO_SEED)
         print(f"demo: generated {summary['scenes']} scenes in {data} ({summary['scenes_per_minute']:.0f} scenes/min)")
     runs = out / "runs"
     common = ["--data", str(data), "--config", "tiny", "--workers", str(args.workers)]
+    if args.epochs is not None:
+        common += ["--epochs", str(args.epochs)]
     caption = _stage("caption", runs, common)
     spd = _stage("spd", runs, [*common, "--init", str(caption)])
     spgm = _stage("spgm", runs, [*common, "--spd", str(spd)])
@@ -75,4 +77,6 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default demo-output)")
     demo.add_argument("--workers", type=int, default=1, help="DataLoader workers (default 1)")
+    demo.add_argument("--scenes", type=int, default=DEMO_SCENES, help=f"scenes to generate (default {DEMO_SCENES})")
+    demo.add_argument("--epochs", type=int, help="epochs of every stage (default: the tiny recipes')")
     demo.set_defaults(handler=run_demo)
