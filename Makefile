@@ -18,7 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spgim train export
+	$(BIN)/mypy spgim train export runtime
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -1,0 +1,100 @@
+"""An exported model folder: its manifest, its sidecars, and the checks made before the first frame.
+
+Reads only files (``spgim-export.json`` and each artifact's ``.json`` sidecar); never imports the
+training or export code. Every mismatch is one :class:`~spgim.errors.SpgimError` line naming
+what differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spgim.errors import SpgimError
+
+MANIFEST = "spgim-export.json"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file and its sidecar."""
+
+    branch: str
+    format: str
+    precision: str
+    path: Path
+    sidecar: dict[str, Any]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpgimError(f"{path} is missing: not an spgim export folder ({what})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise SpgimError(f"{path} is unreadable or corrupt ({what})") from None
+    if not isinstance(data, dict):
+        raise SpgimError(f"{path} is not an spgim {what}")
+    return data
+
+
+def load_artifacts(folder: str | Path) -> list[Artifact]:
+    """Every artifact listed in ``folder/spgim-export.json``, with its sidecar, size-checked."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SpgimError(f"model folder {root} does not exist")
+    manifest = _read_json(root / MANIFEST, "manifest")
+    artifacts = []
+    for item in manifest.get("artifacts", []):
+        path = root / item["file"]
+        sidecar = _read_json(path.with_name(path.name + ".json"), "sidecar")
+        if not path.is_file():
+            raise SpgimError(f"{path} is listed in {MANIFEST} but missing")
+        if sidecar.get("artifact_bytes") != path.stat().st_size:
+            raise SpgimError(
+                f"{path} is {path.stat().st_size} bytes, its sidecar says {sidecar.get('artifact_bytes')}: "
+                "truncated or replaced; export again"
+            )
+        artifacts.append(Artifact(item["branch"], item["format"], item["precision"], path, sidecar))
+    if not artifacts:
+        raise SpgimError(f"{root / MANIFEST} lists no artifacts")
+    return artifacts
+
+
+def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Artifact, Artifact]:
+    """The SPD and SPGM artifacts of one format and precision (SPD's TensorRT flavour is its portable graph)."""
+
+    def find(branch: str, wanted: str) -> Artifact:
+        for artifact in artifacts:
+            if artifact.branch == branch and artifact.format == wanted and artifact.precision == precision:
+                return artifact
+        available = sorted({f"{a.format}/{a.precision}" for a in artifacts if a.branch == branch})
+        raise SpgimError(f"no {branch} artifact in format {wanted} {precision}; this folder has {', '.join(available)}")
+
+    spd = find("spd", "onnx" if fmt == "onnx-trt" else fmt)
+    spgm = find("spgm", fmt)
+    check_pair(spd, spgm)
+    return spd, spgm
+
+
+def check_pair(spd: Artifact, spgm: Artifact) -> None:
+    """Refuse an SPGM artifact made from another SPD than the SPD artifact's."""
+    spd_weights = spd.sidecar.get("source", {}).get("spd_checkpoint", {}).get("weights")
+    expected = spgm.sidecar.get("source", {}).get("spd_checkpoint", {}).get("weights")
+    if spd_weights is None or expected is None or spd_weights != expected:
+        raise SpgimError(f"{spgm.path.name} was exported with another SPD than {spd.path.name}; use one export's pair")
+
+
+def check_size(artifact: Artifact, height: int, width: int) -> None:
+    """Refuse an input size outside the artifact's profile (sizes are multiples of 32)."""
+    if height % 32 or width % 32:
+        raise SpgimError(f"working size {width}x{height} must be multiples of 32")
+    profile = artifact.sidecar.get("profile", {})
+    smallest, largest = profile.get("min"), profile.get("max")
+    if smallest and largest and not (smallest[0] <= width <= largest[0] and smallest[1] <= height <= largest[1]):
+        raise SpgimError(
+            f"working size {width}x{height} is outside {artifact.path.name}'s profile "
+            f"{smallest[0]}x{smallest[1]}..{largest[0]}x{largest[1]}; export with --dynamic --min-size/--max-size"
+        )

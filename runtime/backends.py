@@ -1,0 +1,71 @@
+"""The CPU backends behind one protocol: ``infer(image) -> alpha`` on float32 NCHW arrays in [0, 1].
+
+ONNX Runtime runs the portable graphs, or the TensorRT-flavour graph through the CPU twin of the
+plugin; TorchScript runs the traced modules in fp32, bf16 or fp16. SPD's outputs go straight to
+SPGM inside each backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from spgim.errors import SpgimError
+
+from .artifacts import Artifact
+
+SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU; fp16 graphs take and give float16."""
+
+    def __init__(self, spd: Artifact, spgm: Artifact, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        from spgim.tst_twin import twin_session
+
+        self.name = f"onnxruntime ({spgm.format}, {spgm.precision})"
+        self.dtype = np.float16 if spgm.precision == "fp16" else np.float32
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        try:
+            self.spd = ort.InferenceSession(str(spd.path), options, providers=["CPUExecutionProvider"])
+            self.spgm = twin_session(spgm.path, threads=threads)
+        except Exception as error:  # ONNX Runtime raises its own types for corrupt graphs
+            raise SpgimError(f"ONNX Runtime cannot load {spd.path.name}/{spgm.path.name}: {str(error)[:200]}") from None
+
+    def infer(self, image: np.ndarray) -> np.ndarray:
+        x = image.astype(self.dtype)
+        features = self.spd.run(None, {"image": x})
+        alpha = self.spgm.run(None, dict(zip(SPGM_INPUTS, [x, *features], strict=True)))[0]
+        return np.asarray(alpha, dtype=np.float32)
+
+
+class TorchScriptBackend:
+    """The traced modules, cast to ``dtype`` (float32, bfloat16 or float16) on the CPU."""
+
+    def __init__(self, spd: Artifact, spgm: Artifact, *, dtype: str = "fp32") -> None:
+        import torch
+
+        self.torch = torch
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        self.name = f"torchscript ({dtype})"
+        try:
+            with warnings.catch_warnings():
+                # torch 2.14 marks TorchScript deprecated on every load; the format is still supported.
+                warnings.simplefilter("ignore", FutureWarning)
+                self.spd = torch.jit.load(str(spd.path), map_location="cpu").eval().to(self.dtype)
+                self.spgm = torch.jit.load(str(spgm.path), map_location="cpu").eval().to(self.dtype)
+        except RuntimeError as error:
+            raise SpgimError(f"cannot load TorchScript {spd.path.name}/{spgm.path.name}: {str(error)[:160]}") from None
+
+    def infer(self, image: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.dtype)
+        with torch.inference_mode():
+            alpha: Any = self.spgm(x, *self.spd(x))
+        return alpha.float().numpy()

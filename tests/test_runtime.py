@@ -1,0 +1,130 @@
+"""The runtime: every CPU backend gives PyTorch eager's alpha; sidecar mismatches are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from spgim.cli import main
+from spgim.errors import SpgimError
+from spgim.runtime.matting import Matter, working_size
+from spgim.train.checkpoint import save_checkpoint, weights_digest
+from spgim.train.config import get_config
+from spgim.train.models import build_model
+
+
+def _export(tmp: Path, seed: int) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(seed)
+    config = get_config("tiny")
+    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
+    save_checkpoint(tmp / "spd.pt", branch="spd", config=config, model=spd)
+    save_checkpoint(
+        tmp / "spgm.pt",
+        branch="spgm",
+        config=config,
+        model=spgm,
+        extra={"spd_digest": weights_digest(spd.state_dict())},
+    )
+    out = tmp / "model"
+    assert (
+        main(
+            [
+                "export",
+                "--spd",
+                str(tmp / "spd.pt"),
+                "--spgm",
+                str(tmp / "spgm.pt"),
+                "--out",
+                str(out),
+                "--height",
+                "128",
+                "--width",
+                "128",
+                "--dynamic",
+                "--max-size",
+                "256x256",
+            ]
+        )
+        == 0
+    )
+    return out, spd, spgm
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    return _export(tmp_path_factory.mktemp("runtime"), seed=0)
+
+
+def _frames() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(2, 90, 150, 3), dtype=np.uint8)
+
+
+def _eager(spd: torch.nn.Module, spgm: torch.nn.Module, frames: np.ndarray, work: int) -> np.ndarray:
+    height, width = working_size(*frames.shape[1:3], work)
+    resized = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    image = torch.from_numpy(resized.transpose(0, 3, 1, 2).copy()).float() / 255.0
+    with torch.no_grad():
+        alpha = spgm(image, *spd(image))[:, 0].numpy()
+    return np.stack([cv2.resize(a, (frames.shape[2], frames.shape[1])) for a in alpha])
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "tolerance"),
+    [
+        ("onnxruntime", "fp32", 1e-4),
+        ("onnxruntime-twin", "fp32", 1e-4),
+        ("torchscript", "fp32", 1e-4),
+        ("onnxruntime", "fp16", 1e-2),
+        ("onnxruntime-twin", "fp16", 1e-2),
+        ("torchscript", "bf16", 5e-2),
+    ],
+)
+def test_every_backend_matches_eager(exported: tuple, backend: str, precision: str, tolerance: float) -> None:
+    folder, spd, spgm = exported
+    frames = _frames()
+    expected = _eager(spd, spgm, frames, 128)
+    matter = Matter(folder, backend=backend, precision=precision, work_size=128)
+    alpha = matter(frames)
+    assert alpha.shape == (2, 90, 150) and alpha.dtype == np.float32
+    error = np.abs(alpha - expected)
+    print(f"{matter.backend_name}: max {error.max():.2e} mean {error.mean():.2e}")
+    assert (error.max() if precision == "fp32" else error.mean()) < tolerance
+    assert matter(frames[0]).shape == (90, 150)
+
+
+def test_auto_picks_a_working_backend_and_says_which(exported: tuple) -> None:
+    matter = Matter(exported[0])
+    assert matter.backend_name.startswith("onnxruntime")
+
+
+def test_mismatches_are_refused_with_one_line(exported: tuple, tmp_path: Path) -> None:
+    folder = exported[0]
+    with pytest.raises(SpgimError, match=r"outside spgm\.onnx's profile"):
+        Matter(folder, work_size=512)(np.zeros((512, 512, 3), np.uint8))
+    (tmp_path / "other").mkdir()
+    other, _, _ = _export(tmp_path / "other", seed=1)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    for name in ("spgm.onnx", "spgm.onnx.json"):
+        shutil.copy(other / name, mixed / name)
+    with pytest.raises(SpgimError, match="exported with another SPD"):
+        Matter(mixed, backend="onnxruntime")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    data = (truncated / "spd.onnx").read_bytes()
+    (truncated / "spd.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SpgimError, match="truncated or replaced"):
+        Matter(truncated)
+    with pytest.raises(SpgimError, match="does not exist"):
+        Matter(tmp_path / "nowhere")
+    manifest = json.loads((folder / "spgim-export.json").read_text())
+    assert not any(a["format"] == "engine" for a in manifest["artifacts"])
+    with pytest.raises(SpgimError, match="onnxruntime has no bf16"):
+        Matter(folder, backend="onnxruntime", precision="bf16")
