@@ -128,3 +128,39 @@ def test_mismatches_are_refused_with_one_line(exported: tuple, tmp_path: Path) -
     assert not any(a["format"] == "engine" for a in manifest["artifacts"])
     with pytest.raises(SpgimError, match="onnxruntime has no bf16"):
         Matter(folder, backend="onnxruntime", precision="bf16")
+
+
+def test_bench_writes_json_and_png(exported: tuple, tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(exported[0]),
+                "--backend",
+                "onnxruntime,torchscript",
+                "--precision",
+                "fp32,fp16",
+                "--size",
+                "64x64",
+                "--warmup",
+                "1",
+                "--iters",
+                "2",
+                "--json",
+                str(tmp_path / "b.json"),
+                "--plot",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "b.json").read_text())
+    rows = {(r["backend"], r["precision"]) for r in report["rows"]}
+    assert rows == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torchscript", "fp32"), ("torchscript", "fp16")}
+    for row in report["rows"]:
+        assert row["latency_s"]["p50"] > 0 and row["gflops_per_s"] > 0 and row["resnet50_gflops_per_s"] > 0
+        assert row["ratio_to_resnet50"] == pytest.approx(row["gflops_per_s"] / row["resnet50_gflops_per_s"])
+    assert {s["backend"] for s in report["reduced_vs_full"]} == {"onnxruntime", "torchscript"}
+    assert all(s["alpha_abs_diff"]["mean"] < 1e-2 for s in report["reduced_vs_full"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

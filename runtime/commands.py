@@ -1,0 +1,63 @@
+"""``spgim bench``: the command-line face of :mod:`spgim.runtime.bench`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXAMPLE = """example:
+  spgim bench --model exported --backend onnxruntime,torchscript --precision fp32,fp16,bf16 \\
+      --size 512x512 --batch 1 --warmup 2 --iters 10 --json bench.json --plot bench.png"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    from spgim.errors import SpgimError
+
+    from .bench import format_report, run_bench, write_report
+    from .matting import BACKENDS
+
+    parts = args.size.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[-1]))
+    except ValueError:
+        raise SpgimError(f"size {args.size!r} is not WxH") from None
+    backends = list(BACKENDS) if args.backend == "all" else [b.strip() for b in args.backend.split(",") if b.strip()]
+    report = run_bench(
+        args.model,
+        backends=backends,
+        precisions=[p.strip() for p in args.precision.split(",") if p.strip()],
+        height=height,
+        width=width,
+        batch=args.batch,
+        warmup=args.warmup,
+        iters=args.iters,
+        threads=args.threads,
+    )
+    print(format_report(report))
+    write_report(report, args.json, args.plot)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` to the ``spgim`` command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="latency, FLOP rate and reduced- vs full-precision speed-up per backend",
+        description="Benchmark an export folder per backend x precision against ResNet-50 on the same engine.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="spgim export folder")
+    parser.add_argument(
+        "--backend", default="all", help="comma list of onnxruntime, onnxruntime-twin, torchscript, or all (default)"
+    )
+    parser.add_argument("--precision", default="fp32,fp16,bf16", help="comma list (default fp32,fp16,bf16)")
+    parser.add_argument("--size", default="512x512", help="input WxH, multiples of 32 (default 512x512)")
+    parser.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    parser.add_argument("--iters", type=int, default=10, help="timed runs (default 10)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the report here")
+    parser.set_defaults(handler=_run)
