@@ -11,14 +11,10 @@ from functools import cache
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
 
 from spgim.errors import SpgimError
 
-from .shapes import pixel_grid
-
-F32 = NDArray[np.float32]
-U8 = NDArray[np.uint8]
+from .shapes import F32, U8, pixel_grid
 
 # skimage.data loaders whose files ship inside the wheel (checked with the network blocked).
 PHOTOS = (
