@@ -8,51 +8,13 @@ The plugin library is loaded by path; a timing cache persists between builds.
 
 from __future__ import annotations
 
-import ctypes
-import os
 from pathlib import Path
 from typing import Any
 
 from spgim.errors import SpgimError
-from spgim.tst_op import PLUGIN_LIBRARY
+from spgim.tst_plugin import NO_TENSORRT_EXIT, find_plugin_library, load_plugin_library
 
-# Exit code for "this machine cannot build engines" (no TensorRT, no GPU, no plugin library).
-NO_TENSORRT_EXIT = 2
-
-
-def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The TST attention plugin library: ``--plugin``, ``$SPGIM_TST_PLUGIN``, then the CMake build folder."""
-    repo = Path(__file__).resolve().parents[1]
-    candidates = [Path(p) for p in (explicit, os.environ.get("SPGIM_TST_PLUGIN")) if p]
-    candidates += [repo / "build" / "native" / PLUGIN_LIBRARY, Path.cwd() / "build" / "native" / PLUGIN_LIBRARY]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    if explicit is not None:
-        raise SpgimError(f"plugin library {explicit} does not exist", exit_code=NO_TENSORRT_EXIT)
-    raise SpgimError(
-        f"{PLUGIN_LIBRARY} not found; build it with: cmake -S . -B build/native -DTensorRT_ROOT=/path/to/TensorRT "
-        "&& cmake --build build/native --target spgim_tst_plugin (or pass --plugin PATH)",
-        exit_code=NO_TENSORRT_EXIT,
-    )
-
-
-_LOADED_PLUGINS: dict[Path, ctypes.CDLL] = {}
-
-
-def load_plugin_library(path: Path) -> None:
-    """Load the plugin library once per process; its creator registers itself when loaded.
-
-    The library uses ``REGISTER_TENSORRT_PLUGIN`` (a static registrar), so it is loaded with
-    dlopen, not ``IPluginRegistry.load_library`` (which wants ``getCreators`` entry points); the
-    handle is kept so the creator stays registered for parsing, building and deserialising.
-    """
-    resolved = path.resolve()
-    if resolved not in _LOADED_PLUGINS:
-        try:
-            _LOADED_PLUGINS[resolved] = ctypes.CDLL(str(resolved), mode=ctypes.RTLD_GLOBAL)
-        except OSError as error:
-            raise SpgimError(f"cannot load plugin library {path}: {error}", exit_code=NO_TENSORRT_EXIT) from None
+__all__ = ["NO_TENSORRT_EXIT", "build_engine", "find_plugin_library", "import_tensorrt", "load_plugin_library"]
 
 
 def import_tensorrt() -> Any:

@@ -98,3 +98,53 @@ def check_size(artifact: Artifact, height: int, width: int) -> None:
             f"working size {width}x{height} is outside {artifact.path.name}'s profile "
             f"{smallest[0]}x{smallest[1]}..{largest[0]}x{largest[1]}; export with --dynamic --min-size/--max-size"
         )
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def check_engine_tensorrt(artifact: Artifact, installed: str | None) -> None:
+    """Refuse an engine where TensorRT is missing, or of another major.minor than the one it was built with.
+
+    Args:
+        artifact: an engine; its sidecar's ``tensorrt_version`` is ``tensorrt.__version__`` at build time.
+        installed: this machine's ``tensorrt.__version__``, or None where TensorRT is not installed.
+    """
+    built = str(artifact.sidecar.get("tensorrt_version", "unknown"))
+    if installed is None:
+        raise SpgimError(
+            f"{artifact.path.name} is a TensorRT {built} engine but TensorRT is not installed here: on a machine "
+            "with an NVIDIA GPU, pip install tensorrt; or run the ONNX or TorchScript artifacts (--backend auto)"
+        )
+    if _major_minor(built) != _major_minor(installed):
+        raise SpgimError(
+            f"{artifact.path.name} was built with TensorRT {built}, this machine has TensorRT {installed}: "
+            "engines run only in the TensorRT they were built with; rebuild it here (spgim export --formats engine)"
+        )
+
+
+def check_engine_gpu(artifact: Artifact, gpu: tuple[str, str] | None) -> str | None:
+    """Refuse an engine on a machine without a GPU or on a GPU of another compute capability.
+
+    Args:
+        artifact: an engine; its sidecar records ``gpu`` (device name) and ``compute_capability`` (``"8.9"``).
+        gpu: this machine's (name, compute capability), or None without a CUDA GPU.
+
+    Returns:
+        A one-line warning when only the GPU's name differs (same architecture: the engine loads, but its
+        kernels were timed on another model), else None.
+    """
+    built_name = artifact.sidecar.get("gpu", "unknown GPU")
+    built_capability = str(artifact.sidecar.get("compute_capability", "unknown"))
+    if gpu is None:
+        raise SpgimError(f"{artifact.path.name} is a TensorRT engine but no CUDA GPU is visible here")
+    name, capability = gpu
+    if capability != built_capability:
+        raise SpgimError(
+            f"{artifact.path.name} was built on {built_name} (compute capability {built_capability}), this GPU is "
+            f"{name} (compute capability {capability}): rebuild the engine on this GPU (spgim export --formats engine)"
+        )
+    if name != built_name:
+        return f"{artifact.path.name} was built on {built_name}, running on {name}: rebuild here for the best speed"
+    return None

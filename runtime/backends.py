@@ -1,8 +1,8 @@
-"""The CPU backends behind one protocol: ``infer(image) -> alpha`` on float32 NCHW arrays in [0, 1].
+"""ONNX Runtime (CPU) and TorchScript (CPU or CUDA) behind one protocol: ``infer(image) -> alpha``.
 
-ONNX Runtime runs the portable graphs, or the TensorRT-flavour graph through the CPU twin of the
-plugin; TorchScript runs the traced modules in fp32, bf16 or fp16. SPD's outputs go straight to
-SPGM inside each backend.
+Float32 NCHW arrays in [0, 1] (:class:`spgim.runtime.protocol.Backend`). ONNX Runtime runs the
+portable graphs, or the TensorRT-flavour graph through the CPU twin of the plugin; TorchScript runs
+the traced modules in fp32, bf16 or fp16. SPD's outputs go straight to SPGM inside each backend.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
+from .protocol import batch_slices, check_fixed_batch, fixed_batch
 
 SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime on the CPU; fp16 graphs take and give float16."""
+    """ONNX Runtime on the CPU; fp16 graphs take and give float16 (GPU providers: :mod:`.onnxruntime_gpu`)."""
+
+    device = "cpu"
 
     def __init__(self, spd: Artifact, spgm: Artifact, *, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -39,6 +42,12 @@ class OnnxRuntimeBackend:
             raise SpgimError(f"ONNX Runtime cannot load {spd.path.name}/{spgm.path.name}: {str(error)[:200]}") from None
 
     def infer(self, image: np.ndarray) -> np.ndarray:
+        # Graphs exported without --dynamic have a fixed batch (1): larger batches run in slices.
+        fixed = fixed_batch(self.spd.get_inputs()[0].shape)
+        check_fixed_batch(len(image), fixed, self.name)
+        return np.concatenate([self._run(image[part]) for part in batch_slices(len(image), fixed)])
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
         x = image.astype(self.dtype)
         features = self.spd.run(None, {"image": x})
         alpha = self.spgm.run(None, dict(zip(SPGM_INPUTS, [x, *features], strict=True)))[0]
@@ -46,26 +55,36 @@ class OnnxRuntimeBackend:
 
 
 class TorchScriptBackend:
-    """The traced modules, cast to ``dtype`` (float32, bfloat16 or float16) on the CPU."""
+    """The traced modules, cast to ``dtype`` (float32, bfloat16 or float16), on ``device`` ("cpu" or "cuda:N")."""
 
-    def __init__(self, spd: Artifact, spgm: Artifact, *, dtype: str = "fp32") -> None:
+    def __init__(self, spd: Artifact, spgm: Artifact, *, dtype: str = "fp32", device: str = "cpu") -> None:
         import torch
 
         self.torch = torch
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        self.name = f"torchscript ({dtype})"
+        self.device = device
+        self.name = f"torchscript ({dtype})" if device == "cpu" else f"torchscript-cuda ({dtype})"
+        if device != "cpu" and not torch.cuda.is_available():
+            raise SpgimError("torchscript-cuda needs a CUDA GPU visible to torch (torch.cuda.is_available() is False)")
         try:
             with warnings.catch_warnings():
                 # torch 2.14 marks TorchScript deprecated on every load; the format is still supported.
                 warnings.simplefilter("ignore", FutureWarning)
-                self.spd = torch.jit.load(str(spd.path), map_location="cpu").eval().to(self.dtype)
-                self.spgm = torch.jit.load(str(spgm.path), map_location="cpu").eval().to(self.dtype)
+                self.spd = torch.jit.load(str(spd.path), map_location=device).eval().to(self.dtype)
+                self.spgm = torch.jit.load(str(spgm.path), map_location=device).eval().to(self.dtype)
         except RuntimeError as error:
             raise SpgimError(f"cannot load TorchScript {spd.path.name}/{spgm.path.name}: {str(error)[:160]}") from None
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.dtype)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, self.dtype)
         with torch.inference_mode():
             alpha: Any = self.spgm(x, *self.spd(x))
-        return alpha.float().numpy()
+        return alpha.float().cpu().numpy()
+
+    def infer_tensor(self, image: Any) -> Any:
+        """Alpha ``(N, 1, H, W)`` float32 on ``device`` for an image tensor ``(N, 3, H, W)`` in [0, 1] there."""
+        x = image.to(self.device, self.dtype)
+        with self.torch.no_grad():
+            alpha: Any = self.spgm(x, *self.spd(x))
+        return alpha.float()

@@ -15,14 +15,17 @@ def _run(args: argparse.Namespace) -> int:
     from spgim.errors import SpgimError
 
     from .bench import format_report, run_bench, write_report
-    from .matting import BACKENDS
+    from .matting import usable_backends
 
     parts = args.size.lower().split("x")
     try:
         width, height = (int(parts[0]), int(parts[-1]))
     except ValueError:
         raise SpgimError(f"size {args.size!r} is not WxH") from None
-    backends = list(BACKENDS) if args.backend == "all" else [b.strip() for b in args.backend.split(",") if b.strip()]
+    if args.backend == "all":  # only what this machine can run on this folder's formats
+        backends = usable_backends(args.model)
+    else:
+        backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     report = run_bench(
         args.model,
         backends=backends,
@@ -50,7 +53,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, type=Path, help="spgim export folder")
     parser.add_argument(
-        "--backend", default="all", help="comma list of onnxruntime, onnxruntime-twin, torchscript, or all (default)"
+        "--backend",
+        default="all",
+        help="comma list of onnxruntime, onnxruntime-twin, torchscript, tensorrt, onnxruntime-trt, onnxruntime-cuda, "
+        "torchscript-cuda; or all (default: every one this machine can run)",
     )
     parser.add_argument("--precision", default="fp32,fp16,bf16", help="comma list (default fp32,fp16,bf16)")
     parser.add_argument("--size", default="512x512", help="input WxH, multiples of 32 (default 512x512)")

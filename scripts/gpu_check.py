@@ -1,10 +1,14 @@
-"""On a GPU machine: run the fp32 and fp16 engines, compare them with ONNX Runtime, time them.
+"""On a GPU machine: every GPU backend of spgim.runtime against ONNX Runtime on the CPU, and their speed.
 
-    bash scripts/gpu_check.sh SPD.pt SPGM.pt [SIZE]     # builds the plugin and engines, then runs this
+    TensorRT_ROOT=/opt/TensorRT bash scripts/gpu_check.sh SPD.pt SPGM.pt [SIZE]   # builds, exports, runs this
+    python scripts/gpu_check.py EXPORT_DIR [--plugin PATH] [--iters 50] [--json report.json]
 
-Engines are driven the TensorRT 10/11 way: torch CUDA tensors as I/O buffers, ``set_input_shape``,
-``set_tensor_address`` by name, ``execute_async_v3`` on a CUDA stream; SPD's outputs stay on the
-device and are bound straight to SPGM's inputs.
+For tensorrt (the engines, through spgim.runtime.tensorrt_backend), onnxruntime-trt, onnxruntime-cuda
+and torchscript-cuda, in each precision they run: the model-only alpha against ONNX Runtime CPU fp32
+on the same image (max and mean abs), the end-to-end alpha through ``Matter`` (pre/post on the
+device) against ``Matter`` on the CPU, and the model-only median latency on the device. Backends this
+machine cannot run are listed with the reason. Exit code 0 when every backend that ran agrees and
+both engines ran.
 """
 
 from __future__ import annotations
@@ -12,104 +16,126 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from spgim.export.engine import load_plugin_library
+from spgim.errors import SpgimError
+from spgim.runtime.artifacts import load_artifacts
+from spgim.runtime.matting import Matter
+from spgim.runtime.protocol import DeviceBackend
 
-TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16}
-
-
-class EngineRunner:
-    """One deserialised engine and its execution context."""
-
-    def __init__(self, path: Path, plugin: Path | None) -> None:
-        import tensorrt as trt
-
-        self.trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        if plugin is not None:
-            load_plugin_library(plugin)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise SystemExit(f"could not deserialise {path}")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-
-    def __call__(self, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
-        for name, tensor in inputs.items():
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        results = {}
-        for name in self.outputs:
-            dtype = TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, out.data_ptr())
-            results[name] = out
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise SystemExit("execute_async_v3 failed")
-        return results
+CANDIDATES = [
+    ("tensorrt", "fp32"),
+    ("tensorrt", "fp16"),
+    ("onnxruntime-trt", "fp32"),
+    ("onnxruntime-trt", "fp16"),
+    ("onnxruntime-cuda", "fp32"),
+    ("onnxruntime-cuda", "fp16"),
+    ("torchscript-cuda", "fp32"),
+    ("torchscript-cuda", "fp16"),
+    ("torchscript-cuda", "bf16"),
+]
 
 
-def run_pair(spd: EngineRunner, spgm: EngineRunner, image: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor:
-    features = spd({"image": image}, stream)
-    return spgm({"image": image, **features}, stream)["alpha"]
+def tolerance(backend: str, precision: str) -> tuple[str, float]:
+    """Which error statistic must stay below what: fp32 by its max, reduced precisions by their mean."""
+    if precision == "fp32":
+        # TensorRT fp32 engines clear TF32; ONNX Runtime's CUDA provider and cuDNN under torch use it by default.
+        return "max", 1e-3 if backend == "tensorrt" else 5e-3
+    return "mean", 5e-2 if precision == "bf16" else 1e-2
+
+
+def time_on_device(backend: DeviceBackend, image: torch.Tensor, iters: int) -> list[float]:
+    """Seconds per model-only call, the device synchronised around each."""
+    for _ in range(3):
+        backend.infer_tensor(image)
+    samples = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        backend.infer_tensor(image)
+        torch.cuda.synchronize()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def check(folder: Path, plugin: Path | None, iters: int) -> dict[str, Any]:
+    """Run every candidate this machine can; returns the report."""
+    spgm = next(a for a in load_artifacts(folder) if a.branch == "spgm")
+    width, height = spgm.sidecar["export_size"]
+    work_size = max(height, width)
+    cpu = Matter(folder, backend="onnxruntime", precision="fp32", work_size=work_size)
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    reference = cpu.backend.infer(image.numpy())
+    # Frames of twice the export size: they shrink exactly to it, which every export's profile accepts.
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 2 * height, 2 * width, 3), dtype=np.uint8)
+    end_to_end_reference = cpu(frames)
+    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "size": [width, height], "rows": [], "skipped": []}
+    for backend, precision in CANDIDATES:
+        try:
+            matter = Matter(folder, backend=backend, precision=precision, work_size=work_size, plugin=plugin)
+        except SpgimError as refused:
+            report["skipped"].append({"backend": backend, "precision": precision, "reason": str(refused)})
+            print(f"{backend:<17}{precision:<6}skipped: {refused}")
+            continue
+        device_backend = matter.backend
+        assert isinstance(device_backend, DeviceBackend)
+        device_image = image.to(matter.device)
+        alpha = device_backend.infer_tensor(device_image).cpu().numpy()
+        error = np.abs(alpha - reference)
+        end_to_end = np.abs(matter(frames) - end_to_end_reference)
+        samples = time_on_device(device_backend, device_image, iters)
+        statistic, bound = tolerance(backend, precision)
+        measured = float(error.max() if statistic == "max" else error.mean())
+        row = {
+            "backend": backend,
+            "precision": precision,
+            "engine": matter.backend_name,
+            "max_abs_vs_onnxruntime_cpu": float(error.max()),
+            "mean_abs_vs_onnxruntime_cpu": float(error.mean()),
+            "end_to_end_mean_abs_vs_cpu": float(end_to_end.mean()),
+            "finite": bool(np.isfinite(alpha).all()),
+            "median_s": statistics.median(samples),
+            "fps": 1 / statistics.median(samples),
+            "ok": bool(np.isfinite(alpha).all()) and measured < bound and float(end_to_end.mean()) < bound,
+        }
+        report["rows"].append(row)
+        print(
+            f"{backend:<17}{precision:<6}max {row['max_abs_vs_onnxruntime_cpu']:.2e} mean "
+            f"{row['mean_abs_vs_onnxruntime_cpu']:.2e} end-to-end {row['end_to_end_mean_abs_vs_cpu']:.2e}  "
+            f"{row['median_s'] * 1e3:8.2f} ms {row['fps']:8.1f} fps  {'ok' if row['ok'] else 'FAIL'}"
+        )
+    report["speedups"] = {}
+    for backend in dict.fromkeys(b for b, _ in CANDIDATES):
+        rows = {r["precision"]: r for r in report["rows"] if r["backend"] == backend}
+        for reduced in ("fp16", "bf16"):
+            if "fp32" in rows and reduced in rows:
+                speedup = rows["fp32"]["median_s"] / rows[reduced]["median_s"]
+                report["speedups"][f"{backend} {reduced}/fp32"] = speedup
+                print(f"{backend} {reduced} speed-up over fp32: {speedup:.2f}x")
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="spgim export output with fp32 and fp16 engines and ONNX graphs")
-    parser.add_argument("--plugin", type=Path, default=Path("build/native/libspgim_tst_plugin.so"))
+    parser.add_argument("folder", type=Path, help="spgim export output with engines, ONNX graphs and TorchScript")
+    parser.add_argument("--plugin", type=Path, help="libspgim_tst_plugin.so (default: looked up as the runtime does)")
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    sidecar = json.loads((args.folder / "spd.fp32.engine.json").read_text())
-    width, height = sidecar["export_size"]
-    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    spd_onnx = ort.InferenceSession(str(args.folder / "spd.onnx"), providers=["CPUExecutionProvider"])
-    spgm_onnx = ort.InferenceSession(str(args.folder / "spgm.onnx"), providers=["CPUExecutionProvider"])
-    features = spd_onnx.run(None, {"image": image.numpy()})
-    reference = spgm_onnx.run(
-        None, dict(zip(["image", "mask", "r2", "r3", "r4"], [image.numpy(), *features], strict=True))
-    )[0]
-    stream = torch.cuda.Stream()
-    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "size": [width, height]}
-    for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
-        spd = EngineRunner(args.folder / f"spd.{precision}.engine", None)
-        spgm = EngineRunner(args.folder / f"spgm.{precision}.engine", args.plugin)
-        device_image = image.to("cuda", dtype)
-        with torch.cuda.stream(stream):
-            alpha = run_pair(spd, spgm, device_image, stream)
-            stream.synchronize()
-            error = np.abs(alpha.float().cpu().numpy() - reference)
-            times = []
-            for _ in range(args.iters):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record(stream)
-                run_pair(spd, spgm, device_image, stream)
-                end.record(stream)
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1000)
-        median = statistics.median(times)
-        report[precision] = {
-            "max_abs_vs_onnxruntime": float(error.max()),
-            "mean_abs_vs_onnxruntime": float(error.mean()),
-            "median_s": median,
-            "fps": 1 / median,
-            "finite": bool(torch.isfinite(alpha).all()),
-        }
-        print(f"{precision}: vs ONNX Runtime max {error.max():.2e} mean {error.mean():.2e}; {1 / median:.1f} frames/s")
-    report["fp16_speedup"] = report["fp32"]["median_s"] / report["fp16"]["median_s"]
-    print(f"fp16 speed-up over fp32: {report['fp16_speedup']:.2f}x")
-    ok = report["fp32"]["max_abs_vs_onnxruntime"] < 1e-3 and report["fp16"]["mean_abs_vs_onnxruntime"] < 1e-2
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU is visible: run this on the GPU machine")
+    report = check(args.folder, args.plugin, args.iters)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    raise SystemExit(0 if ok and report["fp16"]["finite"] else 1)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    engines_ran = {r["precision"] for r in report["rows"] if r["backend"] == "tensorrt"} == {"fp32", "fp16"}
+    ok = engines_ran and all(row["ok"] for row in report["rows"])
+    print("all GPU backends agree with ONNX Runtime on the CPU" if ok else "gpu_check FAILED (see above)")
+    raise SystemExit(0 if ok else 1)
 
 
 if __name__ == "__main__":

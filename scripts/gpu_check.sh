@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, CUDA and TensorRT 10/11 (the Python wheel, and headers + libraries
-# under $TensorRT_ROOT): build the plugin, run the native tests, export both engines, compare them with
-# ONNX Runtime and print fp16 vs fp32 throughput.
+# under $TensorRT_ROOT), optionally onnxruntime-gpu: build the plugin, run the native tests, export
+# TorchScript, both ONNX flavours and both engines, run the GPU runtime tests, then compare every GPU
+# backend (TensorRT engines, ONNX Runtime TensorRT/CUDA providers, TorchScript on CUDA) with ONNX Runtime
+# on the CPU and print fp16 vs fp32 throughput.
 #   TensorRT_ROOT=/opt/TensorRT bash scripts/gpu_check.sh runs/spd/best.pt runs/spgm/best.pt [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +11,11 @@ spd=${1:?usage: gpu_check.sh SPD_CHECKPOINT SPGM_CHECKPOINT [SIZE]}
 spgm=${2:?usage: gpu_check.sh SPD_CHECKPOINT SPGM_CHECKPOINT [SIZE]}
 size=${3:-512}
 python=${PYTHON:-.venv/bin/python}
+plugin=build/native/libspgim_tst_plugin.so
 cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release ${TensorRT_ROOT:+-DTensorRT_ROOT="$TensorRT_ROOT"}
 cmake --build build/native -j"$(nproc)"
 ctest --test-dir build/native --output-on-failure
-"$python" -m pytest -q tests/test_native.py
-"$python" -m spgim export --spd "$spd" --spgm "$spgm" --out build/gpu_check --formats onnx,onnx-trt,engine \
-    --precision fp32,fp16 --height "$size" --width "$size" --plugin build/native/libspgim_tst_plugin.so
-"$python" scripts/gpu_check.py build/gpu_check --plugin build/native/libspgim_tst_plugin.so --json build/gpu_check/report.json
+"$python" -m pytest -q -rs tests/test_native.py tests/test_runtime_gpu.py
+"$python" -m spgim export --spd "$spd" --spgm "$spgm" --out build/gpu_check \
+    --formats torchscript,onnx,onnx-trt,engine --precision fp32,fp16 --height "$size" --width "$size" --plugin "$plugin"
+"$python" scripts/gpu_check.py build/gpu_check --plugin "$plugin" --json build/gpu_check/report.json

@@ -13,13 +13,15 @@ import torch
 
 from spgim.cli import main
 from spgim.errors import SpgimError
-from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.matting import AUTO_ORDER, Matter, usable_backends, working_size
 from spgim.train.checkpoint import save_checkpoint, weights_digest
 from spgim.train.config import get_config
 from spgim.train.models import build_model
 
 
-def _export(tmp: Path, seed: int) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+def _export(
+    tmp: Path, seed: int, *, dynamic: bool = True, formats: str = "torchscript,onnx,onnx-trt"
+) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(seed)
     config = get_config("tiny")
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
@@ -32,27 +34,11 @@ def _export(tmp: Path, seed: int) -> tuple[Path, torch.nn.Module, torch.nn.Modul
         extra={"spd_digest": weights_digest(spd.state_dict())},
     )
     out = tmp / "model"
-    assert (
-        main(
-            [
-                "export",
-                "--spd",
-                str(tmp / "spd.pt"),
-                "--spgm",
-                str(tmp / "spgm.pt"),
-                "--out",
-                str(out),
-                "--height",
-                "128",
-                "--width",
-                "128",
-                "--dynamic",
-                "--max-size",
-                "256x256",
-            ]
-        )
-        == 0
-    )
+    command = ["export", "--spd", str(tmp / "spd.pt"), "--spgm", str(tmp / "spgm.pt"), "--out", str(out)]
+    command += ["--formats", formats, "--height", "128", "--width", "128"]
+    if dynamic:
+        command += ["--dynamic", "--max-size", "256x256"]
+    assert main(command) == 0
     return out, spd, spgm
 
 
@@ -101,7 +87,32 @@ def test_every_backend_matches_eager(exported: tuple, backend: str, precision: s
 
 def test_auto_picks_a_working_backend_and_says_which(exported: tuple) -> None:
     matter = Matter(exported[0])
-    assert matter.backend_name.startswith("onnxruntime")
+    usable = usable_backends(exported[0])
+    picked = matter.backend_name.split(" ")[0]
+    cpu_only = ("onnxruntime", "torchscript", "onnxruntime-twin")
+    # On a GPU machine a listed provider may still fail to start, so auto may pick a later one.
+    assert picked in usable and AUTO_ORDER.index(picked) >= min(AUTO_ORDER.index(name) for name in usable)
+    if set(usable) <= set(cpu_only):
+        assert picked == "onnxruntime"
+    assert matter.device == ("cpu" if picked in cpu_only else "cuda:0")
+
+
+@pytest.fixture(scope="module")
+def fixed_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export without --dynamic: batch 1 and 128x128 only."""
+    return _export(tmp_path_factory.mktemp("fixed"), seed=0, dynamic=False)[0]
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-batch", "batch-1-graph"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-twin", "torchscript"])
+def test_a_batch_of_frames_equals_one_call_per_frame(
+    exported: tuple, fixed_export: Path, backend: str, dynamic: bool
+) -> None:
+    matter = Matter(exported[0] if dynamic else fixed_export, backend=backend, work_size=128)
+    frames = np.random.default_rng(1).integers(0, 256, size=(3, 160, 160, 3), dtype=np.uint8)
+    batched = matter(frames)
+    assert batched.shape == (3, 160, 160)
+    np.testing.assert_allclose(batched, np.stack([matter(frame) for frame in frames]), atol=1e-5)
 
 
 def test_mismatches_are_refused_with_one_line(exported: tuple, tmp_path: Path) -> None:
