@@ -18,7 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spgim train export runtime
+	$(BIN)/mypy spgim train export runtime streaming
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -16,7 +16,13 @@ from spgim import __version__
 from spgim.errors import SpgimError
 
 # Stage modules that contribute subcommands, in the order they appear in ``spgim --help``.
-COMMAND_MODULES = ("spgim.train.commands", "spgim.export.commands", "spgim.runtime.commands", "spgim.demo")
+COMMAND_MODULES = (
+    "spgim.train.commands",
+    "spgim.export.commands",
+    "spgim.runtime.commands",
+    "spgim.streaming.commands",
+    "spgim.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
 """``spgim demo`` / ``make demo``: the main job on the embedded default, no GPU and no downloads.
 
 It generates a small set with the project's scene generator, trains the tiny configuration's
-three stages (caption -> SPD -> SPGM) for a bounded few minutes, and prints the evaluation
-metrics. A second run reuses the data and checkpoints it finds in the output folder.
+three stages (caption -> SPD -> SPGM) for a bounded few minutes, prints the evaluation metrics,
+exports the pair, renders a short clip (moving objects over a photo, with music), mattes it with
+the best available backend into a composite MP4 and a ProRes 4444 foreground, and prints the bench
+table. A second run reuses the data, checkpoints, export and clip it finds in the output folder.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 DEMO_SCENES = 120
 DEMO_SIZE = 128
 DEMO_SEED = 0
+CLIP_SIZE = (320, 192)  # (width, height): the working size as well, so the model sees every pixel
+CLIP_FRAMES = 48
 
 
 def _stage(name: str, out: Path, argv: list[str]) -> Path:
@@ -56,7 +60,14 @@ def run_demo(args: argparse.Namespace) -> int:
     caption = _stage("caption", runs, common)
     spd = _stage("spd", runs, [*common, "--init", str(caption)])
     spgm = _stage("spgm", runs, [*common, "--spd", str(spd)])
-    return _evaluate(spd, spgm, data, out / "metrics.json")
+    code = _evaluate(spd, spgm, data, out / "metrics.json")
+    if code != 0:
+        return code
+    model = _export(spd, spgm, out / "export")
+    clip = _clip(out / "clip.mp4", args.clip_frames)
+    _matte(model, clip, out)
+    _bench(model, clip, out, args.bench_iters)
+    return 0
 
 
 def _evaluate(spd: Path, spgm: Path, data: Path, out: Path) -> int:
@@ -64,6 +75,96 @@ def _evaluate(spd: Path, spgm: Path, data: Path, out: Path) -> int:
 
     print(f"demo: evaluating {spgm} on {data / 'test'}")
     return main(["eval", "--spd", str(spd), "--spgm", str(spgm), "--data", str(data), "--out", str(out)])
+
+
+def _export(spd: Path, spgm: Path, folder: Path) -> Path:
+    from spgim.cli import main
+
+    if (folder / "spgim-export.json").is_file():
+        print(f"demo: reusing the export in {folder}")
+        return folder
+    width, height = CLIP_SIZE
+    argv = ["export", "--spd", str(spd), "--spgm", str(spgm), "--out", str(folder)]
+    argv += ["--formats", "torchscript,onnx,onnx-trt", "--precision", "fp32,fp16"]
+    argv += [
+        "--height",
+        str(height),
+        "--width",
+        str(width),
+        "--dynamic",
+        "--min-size",
+        "64x64",
+        "--max-size",
+        "512x512",
+    ]
+    if main(argv) != 0:
+        raise SystemExit(1)
+    return folder
+
+
+def _clip(path: Path, frames: int) -> Path:
+    from spgim.train.data.clip import render_clip
+
+    if path.is_file():
+        print(f"demo: reusing the clip {path}")
+        return path
+    info = render_clip(path, frames=frames, size=CLIP_SIZE, fps=24, seed=DEMO_SEED)
+    width, height = info.size
+    print(f"demo: rendered {path} ({info.frames} frames, {width}x{height}, objects: {', '.join(info.objects)})")
+    return path
+
+
+def _matte(model: Path, clip: Path, out: Path) -> None:
+    from spgim.streaming.job import matte_video
+
+    result = matte_video(
+        clip,
+        model=model,
+        output=out / "composite.mp4",
+        foreground=out / "foreground.mov",
+        work_size=max(CLIP_SIZE),
+        progress=False,
+    )
+    for note in result.notes:
+        print(f"demo: note: {note}")
+    print(f"demo: matted {clip} -> {out / 'composite.mp4'}, {out / 'foreground.mov'} (ProRes 4444)")
+    print(f"demo: {result.summary_line()}")
+
+
+def _has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _bench(model: Path, clip: Path, out: Path, iters: int) -> None:
+    from spgim.runtime.bench import format_report, run_bench, write_report
+    from spgim.streaming.bench import video_bench
+
+    precisions = ["fp32", "fp16"]
+    if _has_native_bf16():
+        precisions.append("bf16")
+    else:
+        print("demo: bench skips bf16: this CPU has no AVX512-BF16/AMX, and emulated bf16 is ~100x slower than fp32")
+    width, height = CLIP_SIZE
+    report = run_bench(
+        model,
+        backends=["onnxruntime", "onnxruntime-twin", "torchscript"],
+        precisions=precisions,
+        height=height,
+        width=width,
+        warmup=1,
+        iters=iters,
+    )
+    video = video_bench(
+        model, clip, backend="onnxruntime", precision="fp32", work_size=max(CLIP_SIZE), warmup=1, iters=iters
+    )
+    report["video"] = [video]
+    print(format_report(report))
+    write_report(report, out / "bench.json", out / "bench.png")
+    print(f"demo: bench report in {out / 'bench.json'} and {out / 'bench.png'}")
 
 
 def register(subparsers: Any) -> None:
@@ -79,4 +180,6 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--workers", type=int, default=1, help="DataLoader workers (default 1)")
     demo.add_argument("--scenes", type=int, default=DEMO_SCENES, help=f"scenes to generate (default {DEMO_SCENES})")
     demo.add_argument("--epochs", type=int, help="epochs of every stage (default: the tiny recipes')")
+    demo.add_argument("--clip-frames", type=int, default=CLIP_FRAMES, help=f"frames of the demo clip ({CLIP_FRAMES})")
+    demo.add_argument("--bench-iters", type=int, default=5, help="timed runs per bench row (default 5)")
     demo.set_defaults(handler=run_demo)

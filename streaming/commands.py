@@ -1,0 +1,95 @@
+"""``spgim matte``: the command-line face of :func:`spgim.streaming.job.matte_video`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EXAMPLE = """example:
+  spgim matte clip.mp4 --model exported --output composite.mp4 --foreground subject.mov
+  spgim matte clip.mp4 --model exported --output out.mp4 --background beach.jpg --alpha alpha.mp4
+  spgim matte rtsp://camera.local/stream --model exported --output live.mp4 --duration 60
+  spgim matte 0 --model exported --output webcam.mp4 --preview"""
+
+
+def _seconds(text: str) -> float:
+    """Seconds from ``12.5``, ``1:30`` or ``0:01:30``."""
+    parts = text.split(":")
+    try:
+        value = 0.0
+        for part in parts:
+            value = value * 60 + float(part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds, M:SS or H:MM:SS)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .job import matte_video
+
+    result = matte_video(
+        args.input,
+        model=args.model,
+        output=args.output,
+        alpha=args.alpha,
+        foreground=args.foreground,
+        background=args.background,
+        work_size=args.work_size,
+        backend=args.backend,
+        precision=args.precision,
+        threads=args.threads,
+        batch=args.batch,
+        codec=args.codec,
+        quality=args.quality,
+        live=True if args.live else None,
+        start=args.start,
+        duration=args.duration,
+        max_reconnects=args.reconnects,
+        preview=args.preview,
+        progress=not args.quiet,
+    )
+    for note in result.notes:
+        print(f"spgim matte: note: {note}", file=sys.stderr)
+    status = "interrupted; outputs finalised" if result.interrupted else "done"
+    print(f"spgim matte: {status}: {result.summary_line()}", file=sys.stderr)
+    return 130 if result.interrupted else 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``matte`` to the ``spgim`` command."""
+    parser = subparsers.add_parser(
+        "matte",
+        help="matte a video file, image sequence, network stream or webcam",
+        description=(
+            "Decode, matte, composite and encode in overlapping threads. Keeps the input's frame timestamps, "
+            "rotation, size and audio (remuxed when the output container takes it, else re-encoded)."
+        ),
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "input",
+        help="media file, image folder or pattern (frames/%%05d.png), rtsp/rtmp/http(s)/udp/tcp URL, or webcam index",
+    )
+    parser.add_argument("--model", required=True, help="spgim export folder")
+    parser.add_argument("--output", help="composite video (.mp4/.mkv/.mov: H.264; .webm: VP9; a folder: PNGs)")
+    parser.add_argument("--alpha", help="greyscale alpha video (or PNG folder)")
+    parser.add_argument("--foreground", help="foreground with alpha: .mov ProRes 4444, .webm VP9, or a PNG folder")
+    parser.add_argument("--background", default="green", help="green (default), #RRGGBB, an image or a video (looped)")
+    parser.add_argument("--work-size", type=int, default=512, help="longer side the model sees (default 512)")
+    parser.add_argument("--backend", default="auto", help="auto (default), onnxruntime, torchscript, ...")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default), fp16, bf16")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: the backend's choice)")
+    parser.add_argument("--batch", type=int, default=1, help="frames per model call for recorded input (default 1)")
+    parser.add_argument("--codec", help="override the codec: h264, h265, vp9, prores, png")
+    parser.add_argument("--quality", type=int, help="0-100, higher is better (default: visually lossless)")
+    parser.add_argument("--preview", action="store_true", help="show the composite in a window")
+    parser.add_argument("--live", action="store_true", help="drop late frames (default for network and webcam input)")
+    parser.add_argument("--start", type=_seconds, help="start at this time (seconds or M:SS)")
+    parser.add_argument("--duration", type=_seconds, help="matte this long (seconds or M:SS)")
+    parser.add_argument("--reconnects", type=int, default=5, help="live: reconnect attempts in a row (default 5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,263 @@
+"""``matte_video``: one call from an input (file, folder, URL, webcam) to finalised output files.
+
+The Python face of ``spgim matte``. Outputs are opened before the first frame (an unwritable path
+fails at once) and always closed in the caller's thread after the pipeline stops, so that after
+the end, an error, a dropped live source, Ctrl-C or SIGTERM, what was written plays.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgim.errors import SpgimError
+
+from .composite import Background
+from .frames import VideoFrame
+from .pipeline import Output, Pipeline, Plan
+from .sources import open_source
+
+LIVE_REPORT_EVERY_S = 10.0
+
+
+@dataclass
+class MatteResult:
+    """What a matting job did."""
+
+    source: str
+    backend: str
+    frames_in: int
+    frames_out: int
+    dropped: int
+    corrupt: int
+    reconnects: int
+    wall_s: float
+    latency_p50_s: float | None
+    latency_p90_s: float | None
+    live: bool
+    interrupted: bool = False
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Frames written per second of wall time."""
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary_line(self) -> str:
+        """The final one-line summary."""
+        line = (
+            f"{self.frames_in} frames in, {self.frames_out} out, {self.dropped} dropped, "
+            f"{self.corrupt} corrupt skipped, "
+            f"{self.fps:.2f} fps, {self.wall_s:.1f} s wall, backend {self.backend}"
+        )
+        if self.live and self.latency_p50_s is not None and self.latency_p90_s is not None:
+            line += f", latency p50 {self.latency_p50_s * 1e3:.0f} ms p90 {self.latency_p90_s * 1e3:.0f} ms"
+            line += f", {self.reconnects} reconnects"
+        return line
+
+
+def _stderr(message: str) -> None:
+    print(f"spgim matte: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the job like Ctrl-C (only the main thread may install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def matte_video(
+    source: str | Path,
+    *,
+    model: str | Path | None = None,
+    matter: Callable[[np.ndarray], np.ndarray] | None = None,
+    output: str | Path | None = None,
+    alpha: str | Path | None = None,
+    foreground: str | Path | None = None,
+    background: str = "green",
+    work_size: int = 512,
+    backend: str = "auto",
+    precision: str = "fp32",
+    threads: int = 0,
+    batch: int = 1,
+    codec: str | None = None,
+    quality: int | None = None,
+    live: bool | None = None,
+    start: float | None = None,
+    duration: float | None = None,
+    max_reconnects: int = 5,
+    preview: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> MatteResult:
+    """Matte ``source`` with the exported model in ``model`` into the outputs asked for.
+
+    Args:
+        source: a media file, an image folder or pattern, a network URL, or a webcam index ("0").
+        model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``).
+        output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
+            with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
+        background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
+        live: drop late frames instead of queueing; on by default for network and webcam sources.
+        start, duration: the part of a recorded file to matte, in seconds (live: duration only).
+
+    Returns:
+        The counts, timing and notes; ``interrupted`` is set after Ctrl-C or SIGTERM.
+
+    Raises:
+        SpgimError: bad input, model or output, or a failure mid-job (outputs are finalised first).
+    """
+    from .outputs import open_output
+
+    asked = {"composite": output, "alpha": alpha, "foreground": foreground}
+    wanted = {kind: path for kind, path in asked.items() if path is not None}
+    if not wanted:
+        raise SpgimError("nothing to write: give --output, --alpha or --foreground")
+    if batch < 1:
+        raise SpgimError(f"batch must be at least 1, got {batch}")
+    device = "cpu"
+    backend_name = "custom"
+    if matter is None:
+        if model is None:
+            raise SpgimError("give the exported model folder (--model)")
+        from spgim.runtime.matting import Matter
+
+        runtime = Matter(model, backend=backend, precision=precision, work_size=work_size, threads=threads)
+        matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
+    show = _preview() if preview else None
+
+    spec = str(source)
+    opened = open_source(spec, live=live, start=start, duration=duration, max_reconnects=max_reconnects, log=log)
+    info = opened.info
+    outputs: dict[str, list[Output]] = {}
+    notes: list[str] = []
+    back: Background | None = None
+    try:
+        for kind, path in wanted.items():
+            outputs[kind] = [open_output(path, kind=kind, info=info, codec=codec, quality=quality, audio=True)]
+        if "composite" in outputs:
+            back = Background(background, info.width, info.height, info.rotation)
+        bar = _progress_bar(info.frames, enabled=progress and not info.live)
+        reporter = _LiveReporter(log) if info.live else None
+
+        def on_frame(frame: VideoFrame, images: dict[str, np.ndarray]) -> None:
+            if bar is not None:
+                bar.update(1)
+            if reporter is not None:
+                reporter.tick(pipeline)
+            if show is not None:
+                show(images)
+
+        live_duration = duration if info.live else None
+        plan = Plan(outputs, back, device=device, batch=batch, duration=live_duration, on_frame=on_frame)
+        pipeline = Pipeline(opened, matter, plan)
+        interrupted, error = False, None
+        try:
+            with _sigterm_as_interrupt():
+                pipeline.run()
+        except KeyboardInterrupt:
+            interrupted = True
+        except SpgimError as failure:
+            error = failure
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        opened.close()
+        if back is not None:
+            back.close()
+        for targets in outputs.values():
+            for target in targets:
+                target.close()
+                notes.extend(getattr(target, "notes", []))
+    stats = pipeline.stats
+    result = MatteResult(
+        source=info.description,
+        backend=backend_name,
+        frames_in=stats.frames_in,
+        frames_out=stats.frames_out,
+        dropped=stats.dropped,
+        corrupt=opened.corrupt,
+        reconnects=opened.reconnects,
+        wall_s=(stats.finished or time.monotonic()) - stats.started,
+        latency_p50_s=stats.latency(50),
+        latency_p90_s=stats.latency(90),
+        live=info.live,
+        interrupted=interrupted,
+        error=str(error) if error else None,
+        outputs=[str(p) for p in wanted.values()],
+        notes=notes,
+    )
+    if error is not None:
+        log(f"{result.frames_out} frames written before the error; outputs finalised")
+        raise error
+    return result
+
+
+class _LiveReporter:
+    """Latency and drops every ``LIVE_REPORT_EVERY_S`` seconds while a live job runs."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.last = time.monotonic()
+
+    def tick(self, pipeline: Pipeline) -> None:
+        now = time.monotonic()
+        if now - self.last < LIVE_REPORT_EVERY_S:
+            return
+        self.last = now
+        stats = pipeline.stats
+        p50, p90 = stats.latency(50), stats.latency(90)
+        if p50 is not None and p90 is not None:
+            self.log(
+                f"live: {stats.frames_out} frames out, {stats.dropped} dropped, "
+                f"latency p50 {p50 * 1e3:.0f} ms p90 {p90 * 1e3:.0f} ms"
+            )
+
+
+def _progress_bar(total: int, *, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="frame", desc="matte", dynamic_ncols=True)
+
+
+def _preview() -> Callable[[dict[str, np.ndarray]], None]:
+    """An OpenCV window showing the composite (or the alpha)."""
+    import cv2
+
+    try:
+        cv2.namedWindow("spgim matte", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise SpgimError("--preview needs an OpenCV build with a GUI (opencv-python, not -headless)") from None
+
+    def show(images: dict[str, np.ndarray]) -> None:
+        image = images.get("composite", images.get("alpha"))
+        if image is not None:
+            cv2.imshow("spgim matte", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+            cv2.waitKey(1)
+
+    return show

@@ -1,0 +1,306 @@
+"""Output files: composite, alpha and foreground-with-alpha videos or PNG sequences, audio passed through.
+
+The codec follows the extension (or ``codec``): H.264 in .mp4/.mov/.mkv, VP9 in .webm, MJPEG in
+.avi, ProRes 4444 (``yuva444p10le``) for a foreground in .mov, VP9 with alpha (``yuva420p``) for a
+foreground in .webm/.mkv, PNGs in a folder or ``%05d.png`` pattern. Every frame keeps the input's
+timestamp, so the frame count and variable frame rate survive; the display rotation is copied;
+odd sizes are encoded 4:4:4 where 4:2:0 needs even sides. Audio packets are remuxed untouched when
+the container takes the codec, otherwise re-encoded (AAC, Opus for WebM) and a note says so.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgim.errors import SpgimError
+
+from .composite import upright
+from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
+
+KINDS = ("composite", "alpha", "foreground")
+CODECS = ("h264", "h265", "vp9", "prores", "mjpeg", "png")
+_ENCODERS = {"h264": "libx264", "h265": "libx265", "vp9": "libvpx-vp9", "prores": "prores_ks", "mjpeg": "mjpeg"}
+_ALPHA_CODECS = ("prores", "vp9", "png")
+_DEFAULT_CODEC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".webm": "vp9", ".avi": "mjpeg"}
+_FOREGROUND_CODEC = {".mov": "prores", ".webm": "vp9", ".mkv": "vp9"}
+# Audio codecs each container takes as they are (checked with FFmpeg 8's muxers); others are re-encoded.
+_REMUX = {
+    ".mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    ".m4v": {"aac", "mp3", "alac", "ac3", "eac3"},
+    ".mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le", "pcm_u8"},
+    ".mkv": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_u8"},
+    ".webm": {"opus", "vorbis"},
+    ".avi": {"mp3", "ac3", "pcm_s16le", "pcm_u8"},
+}
+_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+_IMAGE_FORMAT = {"composite": "rgb24", "alpha": "gray", "foreground": "rgba"}
+
+
+def _is_sequence(path: Path) -> bool:
+    return "%" in path.name or path.is_dir() or not path.suffix
+
+
+def choose_codec(path: Path, kind: str, codec: str | None) -> str:
+    """The codec for ``kind`` written to ``path``; one line naming the choices when none fits."""
+    if kind not in KINDS:
+        raise SpgimError(f"unknown output kind {kind!r}; choose {', '.join(KINDS)}")
+    if codec is not None:
+        name = {"hevc": "h265", "avc": "h264", "x264": "h264", "x265": "h265"}.get(codec.lower(), codec.lower())
+        if name not in CODECS:
+            raise SpgimError(f"unknown codec {codec!r}; choose {', '.join(CODECS)}")
+        if kind == "foreground" and name not in _ALPHA_CODECS:
+            raise SpgimError(f"{name} has no alpha plane; the foreground needs {', '.join(_ALPHA_CODECS)}")
+        if name == "png" and not _is_sequence(path):
+            raise SpgimError(f"{path}: PNG output is a folder or a pattern such as frames/%05d.png")
+        return name
+    if _is_sequence(path):
+        return "png"
+    suffix = path.suffix.lower()
+    table = _FOREGROUND_CODEC if kind == "foreground" else _DEFAULT_CODEC
+    if suffix not in table:
+        choices = ", ".join(sorted(table)) + ", or a folder for PNGs"
+        raise SpgimError(f"{path.name}: cannot write a {kind} video as {suffix or 'no extension'}; use {choices}")
+    return table[suffix]
+
+
+def _quality_options(codec: str, quality: int | None) -> dict[str, str]:
+    """0-100 (higher is better) mapped to each encoder's own scale; None: visually lossless defaults."""
+    if quality is not None and not 0 <= quality <= 100:
+        raise SpgimError(f"quality must be 0-100, got {quality}")
+    q = 1.0 - (quality if quality is not None else 65) / 100.0
+    if codec in ("h264", "h265"):
+        return {"crf": str(round(51 * q)), "preset": "medium" if codec == "h264" else "fast"}
+    if codec == "vp9":
+        return {"crf": str(round(63 * q)), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+    if codec == "mjpeg":
+        return {"qscale": str(max(2, round(2 + 29 * q)))}
+    if codec == "prores":
+        return {} if quality is None else {"qscale": str(max(1, round(1 + 30 * q)))}
+    return {}
+
+
+class Output:
+    """One output being written; see :func:`open_output`."""
+
+    path: Path
+    kind: str
+    codec: str
+    notes: list[str]
+    frames_written: int
+
+    def write(self, frame: VideoFrame, image: np.ndarray) -> None:
+        """Write one frame's image (uint8 RGB, greyscale or RGBA, the stored orientation)."""
+        raise NotImplementedError
+
+    def write_audio(self, packet: AudioPacket) -> None:
+        """Mux (or re-encode) one input audio packet; outputs without audio ignore it."""
+
+    def close(self) -> None:
+        """Flush and finalise; safe to call twice and after a failure."""
+
+
+class PngSequence(Output):
+    """Numbered PNGs, upright (an image has no display rotation)."""
+
+    def __init__(self, path: Path, kind: str, info: VideoInfo) -> None:
+        self.kind, self.codec, self.notes, self.frames_written = kind, "png", [], 0
+        self.pattern = path if "%" in path.name else path / "%06d.png"
+        self.path = self.pattern.parent
+        self.rotation = info.rotation
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".spgim-write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise SpgimError(f"cannot write PNGs into {self.path}: {error.strerror or error}") from None
+        if info.audio:
+            self.notes.append(f"{self.path}: a PNG sequence holds no audio; the audio was not written there")
+
+    def write(self, frame: VideoFrame, image: np.ndarray) -> None:
+        import cv2
+
+        image = upright(image, self.rotation)
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+        target = Path(str(self.pattern) % self.frames_written)
+        if not cv2.imwrite(str(target), image):
+            raise SpgimError(f"cannot write {target}")
+        self.frames_written += 1
+
+
+class VideoOutput(Output):
+    """A video file written through PyAV, with the input's audio tracks when it is a composite or foreground."""
+
+    def __init__(self, path: Path, kind: str, codec: str, info: VideoInfo, quality: int | None, audio: bool) -> None:
+        import av
+
+        self.path, self.kind, self.codec, self.info = path, kind, codec, info
+        self.notes: list[str] = []
+        self.frames_written = 0
+        self.closed = False
+        self.last_pts: int | None = None
+        odd = info.width % 2 or info.height % 2
+        if codec == "h265" and info.width < 64:
+            raise SpgimError(f"H.265 needs frames at least 64 pixels wide (these are {info.width}); use h264")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.container: Any = av.open(str(path), "w")
+        except (OSError, av.error.FFmpegError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise SpgimError(f"cannot write {path}: {reason}") from None
+        try:
+            self._add_video(codec, info, quality, bool(odd))
+            self.audio: dict[int, tuple[Any, Any, Any]] = {}
+            if audio and kind != "alpha":
+                for track in info.audio:
+                    self._add_audio(track)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _add_video(self, codec: str, info: VideoInfo, quality: int | None, odd: bool) -> None:
+        rate = info.rate if info.rate else Fraction(25)
+        stream = self.container.add_stream(_ENCODERS[codec], rate=rate)
+        stream.width, stream.height = info.width, info.height
+        if codec == "prores":
+            stream.pix_fmt = "yuva444p10le" if self.kind == "foreground" else "yuv422p10le"
+            profile = "4444" if self.kind == "foreground" else "hq"
+            stream.options = {"profile": profile, **_quality_options(codec, quality)}
+        else:
+            if codec == "vp9":
+                stream.pix_fmt = "yuva420p" if self.kind == "foreground" else "yuv420p"
+            elif codec == "mjpeg":
+                stream.pix_fmt = "yuvj444p"
+            else:
+                stream.pix_fmt = "yuv444p" if odd else "yuv420p"
+            stream.options = _quality_options(codec, quality)
+        if info.time_base:
+            stream.time_base = info.time_base
+            stream.codec_context.time_base = info.time_base
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        self.video = stream
+
+    def _add_audio(self, track: AudioTrack) -> None:
+        import av
+
+        suffix = self.path.suffix.lower()
+        if track.codec in _REMUX.get(suffix, set()):
+            self.audio[track.index] = (self.container.add_stream_from_template(track.stream), None, None)
+            return
+        target = "libopus" if suffix == ".webm" else "aac"
+        # Opus runs at 48 kHz; AAC at the next standard rate up (an 11024 Hz camera track becomes 11025 Hz).
+        rate = 48000 if target == "libopus" else next((r for r in _AAC_RATES if r >= track.sample_rate), 48000)
+        encoder = self.container.add_stream(target, rate=rate)
+        context = track.stream.codec_context
+        channels = context.layout.nb_channels if context is not None else 2
+        # Cameras write "1 channels" (no channel order); encoders want a named layout.
+        layout = {1: "mono", 2: "stereo"}.get(channels) or (context.layout.name if context is not None else "stereo")
+        encoder.layout = layout
+        resampler = av.AudioResampler(format=encoder.format.name, layout=layout, rate=rate, frame_size=1024)
+        self.audio[track.index] = (encoder, track.stream, resampler)
+        name = "Opus" if target == "libopus" else "AAC"
+        self.notes.append(
+            f"{self.path.name}: audio track {track.index} ({track.codec}) re-encoded to {name}: "
+            f"{suffix} cannot hold {track.codec}"
+        )
+
+    def write(self, frame: VideoFrame, image: np.ndarray) -> None:
+        import av
+
+        try:
+            self._write(frame, image)
+        except av.error.FFmpegError as error:
+            raise SpgimError(f"cannot encode {self.path.name}: {error}") from None
+
+    def _write(self, frame: VideoFrame, image: np.ndarray) -> None:
+        import av
+
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=_IMAGE_FORMAT[self.kind])
+        pts = frame.pts if frame.pts is not None and frame.time_base == self.info.time_base else None
+        if pts is None:
+            pts = self.frames_written if self.last_pts is None else self.last_pts + 1
+            if frame.pts is not None:
+                pts = round(frame.pts * frame.time_base / self.info.time_base)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1  # encoders refuse repeated timestamps
+        picture.pts, picture.time_base = pts, self.info.time_base
+        self.last_pts = pts
+        for packet in self.video.encode(picture):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def write_audio(self, packet: AudioPacket) -> None:
+        import av
+
+        try:
+            self._write_audio(packet)
+        except av.error.FFmpegError as error:
+            raise SpgimError(f"cannot write the audio of {self.path.name}: {error}") from None
+
+    def _write_audio(self, packet: AudioPacket) -> None:
+        entry = self.audio.get(packet.track)
+        if entry is None:
+            return
+        stream, decoder_stream, resampler = entry
+        if resampler is None:
+            packet.packet.stream = stream
+            self.container.mux(packet.packet)
+            return
+        for decoded in decoder_stream.codec_context.decode(packet.packet):
+            for chunk in resampler.resample(decoded):
+                for encoded in stream.encode(chunk):
+                    self.container.mux(encoded)
+
+    def close(self) -> None:
+        import av
+
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._flush()
+        except av.error.FFmpegError as error:
+            self.notes.append(f"{self.path.name}: the encoders could not be flushed ({error}); frames may miss")
+        finally:
+            self.container.close()
+
+    def _flush(self) -> None:
+        for packet in self.video.encode(None):
+            self.container.mux(packet)
+        for stream, _, resampler in self.audio.values():
+            if resampler is None:
+                continue
+            for chunk in resampler.resample(None):
+                for encoded in stream.encode(chunk):
+                    self.container.mux(encoded)
+            for encoded in stream.encode(None):
+                self.container.mux(encoded)
+
+
+def open_output(
+    path: str | Path,
+    *,
+    kind: str,
+    info: VideoInfo,
+    codec: str | None = None,
+    quality: int | None = None,
+    audio: bool = True,
+) -> Output:
+    """Open ``path`` for ``kind`` ("composite", "alpha" or "foreground") frames of the input ``info``.
+
+    Raises:
+        SpgimError: an unwritable path, or a codec/extension that cannot hold ``kind``.
+    """
+    target = Path(path)
+    chosen = choose_codec(target, kind, codec)
+    if chosen == "png":
+        return PngSequence(target, kind, info)
+    if target.is_dir():
+        raise SpgimError(f"{target} is a folder; give a file name, or use the folder for a PNG sequence")
+    return VideoOutput(target, kind, chosen, info, quality, audio)

@@ -1,0 +1,246 @@
+"""The matting pipeline: decode -> matte -> composite -> encode, four threads joined by bounded queues.
+
+Bounded queues keep memory flat on long inputs and let the stages overlap (PyAV's decoders and
+encoders, ONNX Runtime and numpy release the GIL). In live mode the queue in front of the model
+keeps only the newest frames: when the model is slower than the source, the oldest decoded frames
+are dropped and counted, so the output never falls behind. Whatever stops the job (the end, an
+error, a dropped live source, Ctrl-C, SIGTERM), the outputs are finalised by the caller's thread
+after the writer has stopped, so what was written plays.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from spgim.errors import SpgimError
+
+from .composite import Background, alpha_u8, composite, composite_on_device, rgba, stored, upright
+from .frames import AudioPacket, VideoFrame, VideoInfo
+from .sources import Source
+
+_END = object()  # sentinel that flows through every queue at the end of the input
+
+
+class Output(Protocol):
+    """What the writer needs of an output file (see :mod:`spgim.streaming.sinks`)."""
+
+    def write(self, frame: VideoFrame, image: np.ndarray) -> None: ...
+    def write_audio(self, packet: AudioPacket) -> None: ...
+    def close(self) -> None: ...
+
+
+MatteFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Stats:
+    """Counters the stages update and the summary reports."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    latencies: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def latency(self, q: float) -> float | None:
+        """The ``q``-th percentile of capture-to-output latency in seconds, or None before any frame."""
+        return float(np.percentile(self.latencies[-10_000:], q)) if self.latencies else None
+
+
+class LatestQueue:
+    """A bounded queue that drops its oldest frame instead of blocking (live mode)."""
+
+    def __init__(self, size: int, on_drop: Callable[[], None]) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(size)
+        self.on_drop = on_drop
+        self.lock = threading.Lock()
+
+    def put(self, item: Any, stop: threading.Event) -> bool:
+        with self.lock:
+            while True:
+                try:
+                    self.queue.put_nowait(item)
+                    return True
+                except queue.Full:
+                    try:
+                        self.queue.get_nowait()
+                        self.on_drop()
+                    except queue.Empty:
+                        pass
+
+    def get(self, timeout: float) -> Any:
+        return self.queue.get(timeout=timeout)
+
+
+class BlockingQueue:
+    """A bounded queue whose ``put`` waits for room but gives up when the job stops."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue(size)
+
+    def put(self, item: Any, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, timeout: float) -> Any:
+        return self.queue.get(timeout=timeout)
+
+
+@dataclass
+class Plan:
+    """What to make of each frame: the outputs per kind and the background for the composite."""
+
+    outputs: dict[str, list[Output]]  # kind ("composite", "alpha", "foreground") -> outputs
+    background: Background | None
+    device: str = "cpu"
+    batch: int = 1
+    duration: float | None = None  # live sources: stop after this many seconds of capture
+    on_frame: Callable[[VideoFrame, dict[str, np.ndarray]], None] | None = None  # preview, progress
+
+
+class Pipeline:
+    """Runs ``source`` through ``matte`` into the outputs of ``plan``; call :meth:`run` once."""
+
+    def __init__(self, source: Source, matte: MatteFn, plan: Plan, *, queue_size: int = 8) -> None:
+        self.source, self.matte, self.plan = source, matte, plan
+        self.info: VideoInfo = source.info
+        self.stats = Stats()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        live = self.info.live
+        self.decoded: LatestQueue | BlockingQueue = LatestQueue(2, self._dropped) if live else BlockingQueue(queue_size)
+        self.matted = BlockingQueue(queue_size)
+        self.encoded = BlockingQueue(queue_size)
+
+    def _dropped(self) -> None:
+        self.stats.dropped += 1
+
+    def run(self) -> Stats:
+        """Run to the end of the input, an error or an interrupt; raises the first error after cleaning up."""
+        stages = [
+            threading.Thread(target=self._guard, args=(self._read,), name="spgim-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer,), name="spgim-matte", daemon=True),
+            threading.Thread(target=self._guard, args=(self._composite,), name="spgim-composite", daemon=True),
+            threading.Thread(target=self._guard, args=(self._write,), name="spgim-encode", daemon=True),
+        ]
+        for stage in stages:
+            stage.start()
+        try:
+            while stages[-1].is_alive():
+                stages[-1].join(0.2)
+        finally:
+            self.stop.set()
+            for stage in stages:
+                stage.join(10.0)
+            self.stats.finished = time.monotonic()
+        if self.errors:
+            error = self.errors[0]
+            if isinstance(error, SpgimError):
+                raise error
+            raise SpgimError(f"matting stopped: {type(error).__name__}: {str(error)[:200]}") from None
+        return self.stats
+
+    def _guard(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except BaseException as error:  # reported by run() in the caller's thread, as one line
+            self.errors.append(error)
+            self.stop.set()
+
+    def _get(self, source: LatestQueue | BlockingQueue) -> Any:
+        while not self.stop.is_set():
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _read(self) -> None:
+        try:
+            for item in self.source.items(self.stop):
+                if isinstance(item, VideoFrame):
+                    duration = self.plan.duration
+                    if self.info.live and duration is not None and (item.time or 0.0) >= duration:
+                        break
+                    self.stats.frames_in += 1
+                if not self.decoded.put(item, self.stop):
+                    return
+        finally:
+            self.decoded.put(_END, self.stop)
+
+    def _infer(self) -> None:
+        rotation = self.info.rotation
+        pending: list[VideoFrame] = []
+        while True:
+            item = self._get(self.decoded)
+            if isinstance(item, VideoFrame):
+                pending.append(item)
+                if len(pending) < self.plan.batch and not self.info.live:
+                    continue
+            if pending:
+                images = np.stack([upright(frame.rgb, rotation) for frame in pending])
+                for frame, alpha in zip(pending, self.matte(images), strict=True):
+                    frame.alpha = stored(alpha, rotation)
+                    if not self.matted.put(frame, self.stop):
+                        return
+                pending = []
+            if item is _END:
+                self.matted.put(_END, self.stop)
+                return
+            if isinstance(item, AudioPacket) and not self.matted.put(item, self.stop):
+                return
+
+    def _composite(self) -> None:
+        outputs, background = self.plan.outputs, self.plan.background
+        while True:
+            item = self._get(self.matted)
+            if isinstance(item, VideoFrame):
+                assert item.alpha is not None
+                images: dict[str, np.ndarray] = {}
+                alpha8 = alpha_u8(item.alpha) if "alpha" in outputs or "foreground" in outputs else None
+                if background is not None:
+                    back = background.next()
+                    if self.plan.device.startswith("cuda"):
+                        images["composite"] = composite_on_device(item.rgb, item.alpha, back, self.plan.device)
+                    else:
+                        images["composite"] = composite(item.rgb, item.alpha, back)
+                if alpha8 is not None:
+                    images["alpha"] = alpha8
+                    if "foreground" in outputs:
+                        images["foreground"] = rgba(item.rgb, alpha8)
+                item = (item, images)
+            if not self.encoded.put(item, self.stop) or item is _END:
+                return
+
+    def _write(self) -> None:
+        outputs, on_frame = self.plan.outputs, self.plan.on_frame
+        while True:
+            item = self._get(self.encoded)
+            if item is _END:
+                return
+            if isinstance(item, AudioPacket):
+                for kind in ("composite", "foreground"):
+                    for output in outputs.get(kind, []):
+                        output.write_audio(item)
+                continue
+            frame, images = item
+            for kind, targets in outputs.items():
+                for output in targets:
+                    output.write(frame, images[kind])
+            self.stats.frames_out += 1
+            self.stats.latencies.append(time.monotonic() - frame.captured)
+            if on_frame is not None:
+                on_frame(frame, images)

@@ -1,0 +1,84 @@
+"""Shared pieces of the streaming tests: a tiny exported model and a PyAV probe of what a file holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from spgim.cli import main
+from spgim.train.checkpoint import save_checkpoint, weights_digest
+from spgim.train.config import get_config
+from spgim.train.models import build_model
+
+
+def export_tiny(folder: Path, *, formats: str = "onnx", seed: int = 0) -> Path:
+    """A tiny random-weight SPG-IM exported to ``folder/model`` (dynamic sizes 64..512)."""
+    torch.manual_seed(seed)
+    config = get_config("tiny")
+    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
+    save_checkpoint(folder / "spd.pt", branch="spd", config=config, model=spd)
+    save_checkpoint(
+        folder / "spgm.pt",
+        branch="spgm",
+        config=config,
+        model=spgm,
+        extra={"spd_digest": weights_digest(spd.state_dict())},
+    )
+    out = folder / "model"
+    argv = ["export", "--spd", str(folder / "spd.pt"), "--spgm", str(folder / "spgm.pt"), "--out", str(out)]
+    argv += ["--formats", formats, "--precision", "fp32", "--height", "128", "--width", "128", "--dynamic"]
+    argv += ["--min-size", "64x64", "--max-size", "512x512"]
+    assert main(argv) == 0
+    return out
+
+
+@dataclass
+class Probe:
+    """What a media file holds, as PyAV decodes it."""
+
+    width: int = 0
+    height: int = 0
+    rotation: int = 0
+    codec: str = ""
+    pix_fmt: str = ""
+    times: list[float] = field(default_factory=list)  # video frame presentation times, seconds
+    audio_codecs: list[str] = field(default_factory=list)
+    audio_packets: list[int] = field(default_factory=list)
+    audio_seconds: list[float] = field(default_factory=list)  # per track: last packet end - first packet start
+    frames: list[np.ndarray] = field(default_factory=list)  # decoded frames (when asked for)
+
+
+def probe(path: Path, *, keep: str | None = None) -> Probe:
+    """Decode ``path`` whole; ``keep`` ("rgb24", "gray", "rgba", "yuva444p16le"...) keeps the frames in that format."""
+    result = Probe()
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        result.codec = video.codec_context.codec.canonical_name
+        result.pix_fmt = video.codec_context.pix_fmt or ""
+        audio = list(container.streams.audio)
+        result.audio_codecs = [s.codec_context.codec.canonical_name for s in audio]
+        counts = [0] * len(audio)
+        spans: list[list[float]] = [[] for _ in audio]
+        # FFmpeg's own VP9 decoder drops the alpha plane (stored beside the frames); libvpx reads it.
+        decoder = av.CodecContext.create("libvpx-vp9", "r") if video.metadata.get("alpha_mode") == "1" else None
+        for packet in container.demux(video, *audio):
+            if packet.stream.type == "audio":
+                if packet.size and packet.pts is not None:
+                    i = audio.index(packet.stream)
+                    counts[i] += 1
+                    start = float(packet.pts * packet.time_base)
+                    spans[i] += [start, start + float((packet.duration or 0) * packet.time_base)]
+                continue
+            for frame in decoder.decode(packet) if decoder is not None else packet.decode():
+                result.pix_fmt = frame.format.name
+                result.width, result.height, result.rotation = frame.width, frame.height, frame.rotation
+                result.times.append(float(frame.pts * frame.time_base))
+                if keep is not None:
+                    result.frames.append(frame.to_ndarray(format=keep))
+        result.audio_packets = counts
+        result.audio_seconds = [max(s) - min(s) if s else 0.0 for s in spans]
+    return result

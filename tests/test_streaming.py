@@ -1,0 +1,217 @@
+"""``spgim matte`` on synthetic clips: timestamps, rotation, odd sizes, alpha codecs, batching, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from streaming_util import export_tiny, probe
+
+from spgim.errors import SpgimError
+from spgim.runtime.matting import Matter
+from spgim.streaming.job import matte_video
+from spgim.streaming.urls import redact, scrub
+
+SPGIM = str(Path(sys.executable).with_name("spgim"))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("streaming-model"))
+
+
+def write_clip(
+    path: Path,
+    *,
+    size: tuple[int, int] = (96, 64),
+    frames: int = 12,
+    rate: int = 25,
+    rotation: int = 0,
+    pts: list[int] | None = None,
+    audio: bool = False,
+) -> list[np.ndarray]:
+    """A clip of moving bars (H.264, or 4:4:4 for odd sizes); returns the RGB frames written."""
+    width, height = size
+    images = []
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.options = {"bframes": "0"}
+        if pts is not None:
+            stream.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        sound = container.add_stream("aac", rate=22050) if audio else None
+        x = np.arange(width)[None, :, None]
+        for index in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[:] = ((x + 7 * index) % 48 < 24) * np.array([220, 60, 30], np.uint8)
+            image[height // 3 : 2 * height // 3, :, 1] = 200
+            images.append(image)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = pts[index] if pts is not None else index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if sound is not None:
+            samples = round(22050 * frames / rate)
+            tone = (0.2 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 22050)).astype(np.float32)[None]
+            chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 22050, 0
+            for packet in [*sound.encode(chunk), *sound.encode()]:
+                container.mux(packet)
+    return images
+
+
+def test_timestamps_size_audio_and_frame_count_survive(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, frames=20, audio=True)
+    result = matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    source, out = probe(clip), probe(tmp_path / "out.mp4")
+    assert result.frames_in == result.frames_out == len(source.times) == 20
+    assert (out.width, out.height) == (source.width, source.height)
+    assert out.times == pytest.approx(source.times, abs=1e-3)
+    assert out.audio_codecs == ["aac"] and out.audio_packets == source.audio_packets
+    assert out.audio_seconds == pytest.approx(source.audio_seconds, abs=1e-3)
+
+
+def test_rotation_and_odd_size_survive_and_the_model_sees_the_frame_upright(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "phone.mp4"
+    write_clip(clip, size=(75, 49), frames=6, rotation=-90)
+    seen: list[tuple[int, int]] = []
+    runtime = Matter(model, backend="onnxruntime", work_size=128)
+
+    def spy(frames: np.ndarray) -> np.ndarray:
+        seen.append(frames.shape[1:3])
+        return runtime(frames)
+
+    matte_video(clip, matter=spy, output=tmp_path / "out.mp4", alpha=tmp_path / "alpha.mkv", progress=False)
+    for path in (tmp_path / "out.mp4", tmp_path / "alpha.mkv"):
+        out = probe(path)
+        assert (out.width, out.height, out.rotation) == (75, 49, -90)
+        assert len(out.times) == 6
+    assert set(seen) == {(75, 49)}  # stored 75 wide x 49 high, shown rotated: the model got 49 wide x 75 high
+
+
+def test_variable_frame_rate_timestamps_survive(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "vfr.mkv"
+    stamps = [0, 40, 70, 150, 160, 260, 300, 333, 420, 500]
+    write_clip(clip, frames=len(stamps), pts=stamps)
+    matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    assert probe(tmp_path / "out.mp4").times == pytest.approx([s / 1000 for s in stamps], abs=1e-3)
+
+
+@pytest.mark.parametrize(("name", "tolerance"), [("fg.mov", 2), ("fg.webm", 12)])
+def test_alpha_codecs_decode_back_to_the_models_alpha(model: Path, tmp_path: Path, name: str, tolerance: int) -> None:
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, frames=5)
+    decoded = probe(clip, keep="rgb24").frames
+    matte_video(clip, model=model, foreground=tmp_path / name, work_size=128, progress=False)
+    expected = Matter(model, backend="onnxruntime", work_size=128)(np.stack(decoded))
+    out = probe(tmp_path / name, keep="rgba")
+    assert out.pix_fmt.startswith("yuva") and len(out.frames) == 5
+    for image, alpha in zip(out.frames, expected, strict=True):
+        assert np.abs(image[..., 3].astype(np.float64) - alpha * 255).max() <= tolerance
+
+
+def test_batches_give_the_same_alpha_as_single_frames(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, frames=7)
+    for batch in (1, 3):
+        matte_video(clip, model=model, alpha=tmp_path / f"a{batch}", batch=batch, work_size=128, progress=False)
+    singles = sorted((tmp_path / "a1").iterdir())
+    assert len(singles) == 7
+    for one, three in zip(singles, sorted((tmp_path / "a3").iterdir()), strict=True):
+        assert one.read_bytes() == three.read_bytes()
+
+
+def test_background_image_and_colour(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, frames=3)
+    fixed = lambda frames: np.zeros(frames.shape[:3], np.float32)  # noqa: E731 - alpha 0: only background
+    matte_video(clip, matter=fixed, output=tmp_path / "red.mkv", background="#ff0000", progress=False)
+    frame = probe(tmp_path / "red.mkv", keep="rgb24").frames[0]
+    assert np.abs(frame.astype(int) - [255, 0, 0]).max() <= 12
+    with pytest.raises(SpgimError, match="background"):
+        matte_video(clip, matter=fixed, output=tmp_path / "x.mp4", background="nope.png", progress=False)
+
+
+def _spgim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SPGIM, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], result.stderr
+
+
+def test_bad_inputs_are_one_line(model: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "out.mp4")
+    _one_line_error(_spgim("matte", str(tmp_path / "missing.mp4"), "--model", str(model), "--output", out), "no such")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    _one_line_error(_spgim("matte", str(tmp_path / "empty.mp4"), "--model", str(model), "--output", out), "empty")
+    (tmp_path / "junk.mp4").write_bytes(os.urandom(4096))
+    _one_line_error(_spgim("matte", str(tmp_path / "junk.mp4"), "--model", str(model), "--output", out), "junk.mp4")
+    with av.open(str(tmp_path / "sound.m4a"), "w") as container:
+        stream = container.add_stream("aac", rate=22050)
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 22050), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 22050, 0
+        for packet in [*stream.encode(chunk), *stream.encode()]:
+            container.mux(packet)
+    _one_line_error(_spgim("matte", str(tmp_path / "sound.m4a"), "--model", str(model), "--output", out), "no video")
+    clip = tmp_path / "in.mp4"
+    write_clip(clip, frames=2)
+    _one_line_error(_spgim("matte", str(clip), "--model", str(model), "--output", "/proc/nope/out.mp4"), "out.mp4")
+    _one_line_error(_spgim("matte", str(clip), "--model", str(tmp_path / "nomodel"), "--output", out), "nomodel")
+
+
+def test_truncated_file_keeps_what_decodes(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "in.mkv"
+    write_clip(clip, frames=30)
+    data = clip.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])
+    result = matte_video(tmp_path / "cut.mkv", model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    assert 0 < result.frames_out < 30
+    assert len(probe(tmp_path / "out.mp4").times) == result.frames_out
+
+
+def test_credentials_never_reach_messages() -> None:
+    url = "rtsp://admin:hunter2@127.0.0.1:9/live?token=s3cret&channel=1"
+    assert "hunter2" not in redact(url) and "s3cret" not in redact(url) and "channel=1" in redact(url)
+    assert "hunter2" not in scrub(f"Connection refused: {url}", url)
+    result = _spgim("matte", url, "--model", "nowhere", "--output", "/tmp/x.mp4")
+    assert result.returncode != 0 and "hunter2" not in result.stderr + result.stdout
+
+
+def test_sigint_mid_file_leaves_a_playable_output(model: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "long.mp4"
+    write_clip(clip, size=(320, 240), frames=400)
+    out, progress = tmp_path / "out.mp4", tmp_path / "alpha"  # the PNGs show how far the job is
+    command = [SPGIM, "matte", str(clip), "--model", str(model), "--output", str(out), "--alpha", str(progress)]
+    process = subprocess.Popen(
+        [*command, "--work-size", "256", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not progress.is_dir() or len(list(progress.iterdir())) < 10):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    frames = len(probe(out).times)
+    assert 0 < frames < 400

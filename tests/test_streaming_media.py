@@ -1,0 +1,145 @@
+"""``spgim matte`` on real clips from Debian packages, broken files, and a live source on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import LoopbackSender, corrupt_middle, debian_file, free_port, make_clip, unknown_codec
+from streaming_util import export_tiny, probe
+
+from spgim.errors import SpgimError
+from spgim.runtime.matting import Matter
+from spgim.streaming.job import MatteResult, matte_video
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("media-model"))
+
+
+@pytest.mark.parametrize(
+    ("package", "member", "suffix", "audio"),
+    [
+        ("python3-imageio", "cockatoo.mp4", ".mp4", "mp3"),
+        ("python3-imageio", "realshort.mp4", ".mp4", "aac"),
+        ("kphotoalbum", "demo/movie.avi", ".mkv", "pcm_u8"),
+    ],
+)
+def test_debian_clips_keep_frames_timestamps_size_and_audio(
+    model: Path, tmp_path: Path, package: str, member: str, suffix: str, audio: str
+) -> None:
+    clip = debian_file(package, member)
+    out = tmp_path / f"out{suffix}"
+    result = matte_video(clip, model=model, output=out, alpha=tmp_path / "alpha.mkv", work_size=128, progress=False)
+    source, made = probe(clip), probe(out)
+    assert result.frames_out == len(source.times) == len(made.times) > 0
+    assert (made.width, made.height) == (source.width, source.height)
+    assert made.times == pytest.approx(source.times, abs=1.5e-3)
+    assert made.audio_codecs == source.audio_codecs == [audio]
+    assert made.audio_packets == source.audio_packets
+    assert made.audio_seconds == pytest.approx(source.audio_seconds, abs=1e-3)
+    assert len(probe(tmp_path / "alpha.mkv").times) == len(source.times)
+
+
+def test_pcm_audio_into_mp4_is_reencoded_and_said(model: Path, tmp_path: Path) -> None:
+    clip = debian_file("kphotoalbum", "demo/movie.avi")
+    result = matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    made, source = probe(tmp_path / "out.mp4"), probe(clip)
+    assert made.audio_codecs == ["aac"]
+    assert made.audio_seconds == pytest.approx(source.audio_seconds, abs=0.1)
+    assert any("pcm_u8" in note and "AAC" in note for note in result.notes), result.notes
+
+
+def test_corrupt_packets_are_skipped_and_counted(model: Path, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=40, fps=25)
+    damage = corrupt_middle(clip.path, tmp_path / "bad.mp4", count=3)
+    result = matte_video(damage.path, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    assert result.corrupt >= 1
+    assert result.frames_out == 40 - damage.lost == len(probe(tmp_path / "out.mp4").times)
+
+
+def test_unknown_codec_is_one_line(model: Path, tmp_path: Path) -> None:
+    path = unknown_codec(tmp_path / "odd.mkv")
+    with pytest.raises(SpgimError, match="codec"):
+        matte_video(path, model=model, output=tmp_path / "out.mp4", progress=False)
+
+
+class _Slow:
+    """The model, slowed down to ``delay`` seconds per call, so a live source outruns it."""
+
+    def __init__(self, model: Path, delay: float) -> None:
+        self.matter, self.delay = Matter(model, backend="onnxruntime", work_size=128), delay
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay)
+        return self.matter(frames)
+
+
+def test_live_source_reports_latency_and_drops_late_frames(model: Path, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
+    with LoopbackSender(clip.path, free_port(), loop=True) as sender:
+        result = matte_video(
+            sender.url, matter=_Slow(model, 0.12), output=tmp_path / "live.mp4", duration=4.0, progress=False
+        )
+    assert result.live and result.frames_out > 0
+    assert result.dropped > 0 and result.frames_in == result.frames_out + result.dropped
+    assert result.latency_p50_s is not None and result.latency_p90_s is not None
+    assert 0 < result.latency_p50_s <= result.latency_p90_s
+    assert "latency p50" in result.summary_line()
+    assert len(probe(tmp_path / "live.mp4").times) == result.frames_out
+
+
+def test_live_source_reconnects_after_the_sender_restarts(model: Path, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
+    messages: list[str] = []
+    results: list[MatteResult] = []
+    sender = LoopbackSender(clip.path, free_port(), loop=True).start()
+    job = threading.Thread(
+        target=lambda: results.append(
+            matte_video(
+                sender.url,
+                matter=_Slow(model, 0.0),
+                output=tmp_path / "live.mp4",
+                duration=7.0,
+                log=messages.append,
+                progress=False,
+            )
+        )
+    )
+    try:
+        job.start()
+        time.sleep(2.5)
+        sender.stop()
+        time.sleep(1.0)
+        sender.start()
+        job.join(60)
+    finally:
+        sender.stop()
+    assert results, "the live job did not finish"
+    assert results[0].reconnects >= 1 and any("reconnect" in message for message in messages), messages
+    assert len(probe(tmp_path / "live.mp4").times) == results[0].frames_out > 0
+
+
+def test_live_source_gives_up_after_the_limit_and_keeps_the_output(model: Path, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
+    sender = LoopbackSender(clip.path, free_port(), loop=True).start()
+    timer = threading.Timer(2.0, sender.stop)
+    timer.start()
+    try:
+        with pytest.raises(SpgimError, match="gave up after 1 reconnect"):
+            matte_video(
+                sender.url,
+                matter=_Slow(model, 0.0),
+                output=tmp_path / "live.mp4",
+                max_reconnects=1,
+                log=lambda message: None,
+                progress=False,
+            )
+    finally:
+        timer.cancel()
+        sender.stop()
+    assert len(probe(tmp_path / "live.mp4").times) > 0
