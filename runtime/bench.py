@@ -208,11 +208,18 @@ def format_report(report: dict[str, Any]) -> str:
             f"{item['backend']}: {item['reduced']} vs fp32 speed-up {item['speedup']:.2f}x, alpha diff "
             f"mean {item['alpha_abs_diff']['mean']:.2e} max {item['alpha_abs_diff']['max']:.2e}"
         )
+    for video in report.get("video", []):
+        lines.append(
+            f"{video['engine']} {video['precision']} on {Path(video['clip']).name} ({video['frames']} frames, "
+            f"{video['size'][0]}x{video['size'][1]} -> {video['work_size'][0]}x{video['work_size'][1]}): "
+            f"end-to-end {video['end_to_end_fps']:.2f} fps vs model-only {video['model_fps']:.2f} fps, "
+            f"ratio {video['ratio']:.2f}"
+        )
     return "\n".join(lines)
 
 
 def plot_report(report: dict[str, Any], path: Path) -> None:
-    """Bars of SPG-IM and ResNet-50 GFLOP/s per backend x precision."""
+    """Bars of SPG-IM and ResNet-50 GFLOP/s per backend x precision; with video rows, fps model-only vs end-to-end."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +227,10 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
 
     labels = [f"{r['backend']}\n{r['precision']}" for r in report["rows"]]
     x = np.arange(len(labels))
-    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4))
+    videos = report.get("video", [])
+    columns = 2 if videos else 1
+    figure, axes = plt.subplots(1, columns, figsize=(columns * max(6, 1.6 * len(labels)), 4), squeeze=False)
+    axis = axes[0][0]
     axis.bar(x - 0.2, [r["gflops_per_s"] for r in report["rows"]], 0.4, label="SPG-IM")
     axis.bar(x + 0.2, [r["resnet50_gflops_per_s"] for r in report["rows"]], 0.4, label="ResNet-50 (ceiling)")
     for index, row in enumerate(report["rows"]):
@@ -230,6 +240,17 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     width, height = report["size"]
     axis.set_title(f"spgim bench, {width}x{height}, batch {report['batch']}")
     axis.legend()
+    if videos:
+        right = axes[0][1]
+        places = np.arange(len(videos))
+        right.bar(places - 0.2, [v["model_fps"] for v in videos], 0.4, label="model only")
+        right.bar(places + 0.2, [v["end_to_end_fps"] for v in videos], 0.4, label="end to end")
+        for index, video in enumerate(videos):
+            right.annotate(f"{video['ratio']:.2f}x", (index + 0.2, video["end_to_end_fps"]), ha="center", fontsize=8)
+        right.set_xticks(places, [f"{v['backend']}\n{v['precision']}" for v in videos])
+        right.set_ylabel("frames per second")
+        right.set_title(f"{Path(videos[0]['clip']).name}, whole matte job")
+        right.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

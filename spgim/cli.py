@@ -19,8 +19,8 @@ from spgim.errors import SpgimError
 COMMAND_MODULES = (
     "spgim.train.commands",
     "spgim.export.commands",
-    "spgim.runtime.commands",
     "spgim.streaming.commands",
+    "spgim.streaming.bench_command",
     "spgim.demo",
 )
 

@@ -1,4 +1,7 @@
-"""``spgim bench``: the command-line face of :mod:`spgim.runtime.bench`."""
+"""``spgim bench``: model-only rows from :mod:`spgim.runtime.bench`, end-to-end ones from :mod:`.bench`.
+
+It lives in the streaming stage because ``--video`` runs the whole streaming pipeline.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,16 @@ from typing import Any
 
 EXAMPLE = """example:
   spgim bench --model exported --backend onnxruntime,torchscript --precision fp32,fp16,bf16 \\
-      --size 512x512 --batch 1 --warmup 2 --iters 10 --json bench.json --plot bench.png"""
+      --size 512x512 --batch 1 --warmup 2 --iters 10 --json bench.json --plot bench.png
+  spgim bench --model exported --backend onnxruntime --precision fp32,fp16 --video clip.mp4 --work-size 512"""
 
 
 def _run(args: argparse.Namespace) -> int:
     from spgim.errors import SpgimError
+    from spgim.runtime.bench import format_report, run_bench, write_report
+    from spgim.runtime.matting import usable_backends
 
-    from .bench import format_report, run_bench, write_report
-    from .matting import usable_backends
+    from .bench import video_bench
 
     parts = args.size.lower().split("x")
     try:
@@ -37,6 +42,20 @@ def _run(args: argparse.Namespace) -> int:
         iters=args.iters,
         threads=args.threads,
     )
+    if args.video is not None:
+        report["video"] = [
+            video_bench(
+                args.model,
+                args.video,
+                backend=row["backend"],
+                precision=row["precision"],
+                work_size=args.work_size,
+                threads=args.threads,
+                warmup=args.warmup,
+                iters=args.iters,
+            )
+            for row in report["rows"]
+        ]
     print(format_report(report))
     write_report(report, args.json, args.plot)
     return 0
@@ -64,6 +83,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--iters", type=int, default=10, help="timed runs (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
+    parser.add_argument("--video", type=Path, help="also time the whole matte job on this clip, per row")
+    parser.add_argument("--work-size", type=int, default=512, help="--video: longer side the model sees (512)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the report here")
     parser.set_defaults(handler=_run)
