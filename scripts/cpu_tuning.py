@@ -16,6 +16,9 @@ import copy
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -84,63 +87,85 @@ def _torchscript_runner(
     return run
 
 
+def _variants(artifacts: list[Any], image: np.ndarray, cores: int) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """Variant name -> (group, a factory of its zero-argument runner); the first of each group is its baseline."""
+    level = ort.GraphOptimizationLevel
+    spd, spgm = (a.path for a in select_pair(artifacts, "onnx", "fp32"))
+    half = [a.path for a in select_pair(artifacts, "onnx", "fp16")]
+    ts_spd, ts_spgm = (a.path for a in select_pair(artifacts, "torchscript", "fp32"))
+
+    def script(freeze: bool, channels_last: bool, threads: int) -> Callable[[], np.ndarray]:
+        torch.set_num_threads(threads)
+        return _torchscript_runner(
+            ts_spd, ts_spgm, image, freeze=freeze, channels_last=channels_last, dtype=torch.float32
+        )
+
+    return {
+        "ort: default (all, threads=default, sequential)": ("ort", lambda: _ort_runner(spd, spgm, image)),
+        "ort: threads=1": ("ort", lambda: _ort_runner(spd, spgm, image, threads=1)),
+        f"ort: threads={cores} (cores)": ("ort", lambda: _ort_runner(spd, spgm, image, threads=cores)),
+        "ort: optimisation=disable": ("ort", lambda: _ort_runner(spd, spgm, image, level=level.ORT_DISABLE_ALL)),
+        "ort: optimisation=basic": ("ort", lambda: _ort_runner(spd, spgm, image, level=level.ORT_ENABLE_BASIC)),
+        "ort: optimisation=extended": (
+            "ort",
+            lambda: _ort_runner(spd, spgm, image, level=level.ORT_ENABLE_EXTENDED),
+        ),
+        "ort: parallel execution": ("ort", lambda: _ort_runner(spd, spgm, image, mode=ort.ExecutionMode.ORT_PARALLEL)),
+        "ort: no spinning": ("ort", lambda: _ort_runner(spd, spgm, image, spinning="0")),
+        "ort: fp16 graph": ("ort", lambda: _ort_runner(half[0], half[1], image.astype(np.float16))),
+        "torchscript: as loaded": ("torchscript", lambda: script(False, False, cores)),
+        "torchscript: freeze+optimize_for_inference": ("torchscript", lambda: script(True, False, cores)),
+        "torchscript: channels_last": ("torchscript", lambda: script(False, True, cores)),
+        "torchscript: freeze+optimize, channels_last": ("torchscript", lambda: script(True, True, cores)),
+        "torchscript: torch threads=1": ("torchscript", lambda: script(False, False, 1)),
+    }
+
+
 def main() -> None:
-    """Run the study and print/write the table."""
+    """Run every variant in its own process (the paper config's sessions hold gigabytes) and collect the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--size", default="512x512")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--skip", default="", help="comma list of variant groups to skip: ort, torchscript")
+    parser.add_argument("--only", default="", help="comma list of groups to run: ort, torchscript (default both)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, write its result
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     image = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-    artifacts = load_artifacts(args.model)
     cores = len(os.sched_getaffinity(0))
+    variants = _variants(load_artifacts(args.model), image, cores)
+    if args.variant is not None:
+        p50, alpha = _time(variants[args.variant][1](), args.warmup, args.iters)
+        np.save(args.result, alpha)
+        print(json.dumps({"p50_ms": p50 * 1e3}))
+        return
+    groups = set(args.only.split(",")) if args.only else {"ort", "torchscript"}
     rows: list[dict[str, Any]] = []
-
-    def measure(group: str, name: str, run: Callable[[], np.ndarray]) -> None:
-        p50, alpha = _time(run, args.warmup, args.iters)
-        base = next((r for r in rows if r["group"] == group), None)
-        row = {"group": group, "variant": name, "p50_ms": p50 * 1e3}
-        if base is not None:
-            row["speedup_vs_first"] = base["p50_ms"] / row["p50_ms"]
-            row["alpha_max_abs_diff"] = float(np.abs(alpha - base["_alpha"]).max())
-        row["_alpha"] = alpha
-        rows.append(row)
-        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "_alpha"}
-        print(json.dumps(shown), flush=True)
-
-    skip = set(args.skip.split(","))
-    if "ort" not in skip:
-        spd, spgm = (a.path for a in select_pair(artifacts, "onnx", "fp32"))
-        level = ort.GraphOptimizationLevel
-        measure("ort", "default (all, threads=default, sequential)", _ort_runner(spd, spgm, image))
-        measure("ort", "threads=1", _ort_runner(spd, spgm, image, threads=1))
-        measure("ort", f"threads={cores} (cores)", _ort_runner(spd, spgm, image, threads=cores))
-        for label, value in (("disable", level.ORT_DISABLE_ALL), ("basic", level.ORT_ENABLE_BASIC)):
-            measure("ort", f"optimisation={label}", _ort_runner(spd, spgm, image, level=value))
-        measure("ort", "optimisation=extended", _ort_runner(spd, spgm, image, level=level.ORT_ENABLE_EXTENDED))
-        measure("ort", "parallel execution", _ort_runner(spd, spgm, image, mode=ort.ExecutionMode.ORT_PARALLEL))
-        measure("ort", "no spinning", _ort_runner(spd, spgm, image, spinning="0"))
-        half = select_pair(artifacts, "onnx", "fp16")
-        measure("ort", "fp16 graph", _ort_runner(half[0].path, half[1].path, image.astype(np.float16)))
-    if "torchscript" not in skip:
-        spd, spgm = (a.path for a in select_pair(artifacts, "torchscript", "fp32"))
-        torch.set_num_threads(cores)
-        for freeze, channels_last in ((False, False), (True, False), (False, True), (True, True)):
-            name = f"freeze+optimize={freeze}, channels_last={channels_last}"
-            runner = _torchscript_runner(
-                spd, spgm, image, freeze=freeze, channels_last=channels_last, dtype=torch.float32
-            )
-            measure("torchscript", name, runner)
-        torch.set_num_threads(1)
-        runner = _torchscript_runner(spd, spgm, image, freeze=False, channels_last=False, dtype=torch.float32)
-        measure("torchscript", "torch threads=1", runner)
-        torch.set_num_threads(cores)
-    for row in rows:
-        row.pop("_alpha")
+    baselines: dict[str, tuple[float, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (group, _) in variants.items():
+            if group not in groups:
+                continue
+            result = Path(folder) / "alpha.npy"
+            command = [sys.executable, __file__, "--model", str(args.model), "--size", args.size]
+            command += ["--warmup", str(args.warmup), "--iters", str(args.iters), "--variant", name]
+            done = subprocess.run([*command, "--result", str(result)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                row: dict[str, Any] = {"group": group, "variant": name, "error": done.stderr.strip()[-300:]}
+            else:
+                p50 = json.loads(done.stdout.strip().splitlines()[-1])["p50_ms"]
+                alpha = np.load(result)
+                row = {"group": group, "variant": name, "p50_ms": p50}
+                if group in baselines:
+                    row["speedup_vs_first"] = baselines[group][0] / p50
+                    row["alpha_max_abs_diff"] = float(np.abs(alpha - baselines[group][1]).max())
+                else:
+                    baselines[group] = (p50, alpha)
+            rows.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps({"model": str(args.model), "size": [width, height], "rows": rows}, indent=2))
 

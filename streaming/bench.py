@@ -30,8 +30,9 @@ def video_bench(
     threads: int = 0,
     warmup: int = 2,
     iters: int = 10,
+    duration: float | None = None,
 ) -> dict[str, Any]:
-    """Frames per second model-only and end-to-end on ``clip``, and their ratio."""
+    """Frames per second model-only and end-to-end on ``clip`` (its first ``duration`` seconds), and their ratio."""
     matter = Matter(model_dir, backend=backend, precision=precision, work_size=work_size, threads=threads)
     source = open_source(str(clip))
     info = source.info
@@ -48,7 +49,8 @@ def video_bench(
         samples.append(time.perf_counter() - started)
     model_fps = 1.0 / statistics.median(samples)
     with tempfile.TemporaryDirectory(prefix="spgim-bench-video-") as folder:
-        result = matte_video(clip, matter=matter, output=Path(folder) / "composite.mp4", progress=False)
+        output = Path(folder) / "composite.mp4"
+        result = matte_video(clip, matter=matter, output=output, duration=duration, progress=False)
     return {
         "clip": str(clip),
         "frames": result.frames_out,

@@ -53,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 warmup=args.warmup,
                 iters=args.iters,
+                duration=args.video_duration,
             )
             for row in report["rows"]
         ]
@@ -85,6 +86,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
     parser.add_argument("--video", type=Path, help="also time the whole matte job on this clip, per row")
     parser.add_argument("--work-size", type=int, default=512, help="--video: longer side the model sees (512)")
+    parser.add_argument("--video-duration", type=float, help="--video: only the first this many seconds")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the report here")
     parser.set_defaults(handler=_run)
