@@ -13,6 +13,7 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,12 @@ class ResNet50Ceiling:
         if backend == "torchscript":
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
             # A copy: Module.to converts parameters in place, and the next row needs fp32 weights again.
-            image = self.image.to(dtype)
-            traced = torch.jit.trace(copy.deepcopy(self.model).to(dtype), image, check_trace=False)
+            # Channels-last like TorchScriptBackend, so the ceiling runs as SPG-IM's rows do.
+            image = self.image.to(dtype).contiguous(memory_format=torch.channels_last)
+            model = copy.deepcopy(self.model).to(dtype).to(memory_format=torch.channels_last)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks TorchScript deprecated
+                traced = torch.jit.trace(model, image, check_trace=False)
 
             def run_torchscript() -> Any:
                 with torch.inference_mode():
@@ -83,8 +88,6 @@ class ResNet50Ceiling:
     def _export_onnx(self, precision: str) -> Path:
         if precision in self._onnx:
             return self._onnx[precision]
-        import warnings
-
         import onnx
 
         torch = self.torch
