@@ -48,7 +48,15 @@ AUTO_ORDER = (
 
 
 def open_backend(
-    name: str, spd: Artifact, spgm: Artifact, *, precision: str, threads: int, gpu: int, plugin: str | Path | None
+    name: str,
+    spd: Artifact,
+    spgm: Artifact,
+    *,
+    precision: str,
+    threads: int,
+    gpu: int,
+    plugin: str | Path | None,
+    spinning: bool = True,
 ) -> Backend:
     """Backend ``name`` (a key of :data:`BACKENDS`) on an SPD/SPGM artifact pair."""
     if name == "tensorrt":
@@ -59,7 +67,7 @@ def open_backend(
     if name in ("torchscript", "torchscript-cuda"):
         device = "cpu" if name == "torchscript" else f"cuda:{gpu}"
         return TorchScriptBackend(spd, spgm, dtype=precision, device=device)
-    return OnnxRuntimeBackend(spd, spgm, threads=threads)
+    return OnnxRuntimeBackend(spd, spgm, threads=threads, spinning=spinning)
 
 
 def usable_backends(model_dir: str | Path) -> list[str]:
@@ -105,6 +113,7 @@ class Matter:
         threads: int = 0,
         gpu: int = 0,
         plugin: str | Path | None = None,
+        spinning: bool = True,
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
         self.work_size = work_size
@@ -133,6 +142,7 @@ class Matter:
                     threads=threads,
                     gpu=gpu,
                     plugin=plugin,
+                    spinning=spinning,
                 )
                 break
             except SpgimError as error:

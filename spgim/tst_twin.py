@@ -71,12 +71,13 @@ def _cast_fp16_plugin_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def twin_session(path: str | os.PathLike[str], *, threads: int = 0) -> Any:
+def twin_session(path: str | os.PathLike[str], *, threads: int = 0, spinning: bool = True) -> Any:
     """An ONNX Runtime CPU session for any spgim ONNX graph, plugin nodes included.
 
     Args:
         path: a portable or TensorRT-flavour ONNX file, fp32 or fp16.
         threads: intra-op threads (0: ONNX Runtime's default).
+        spinning: let idle intra-op threads spin (faster alone, slower beside other busy threads).
     """
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
@@ -85,6 +86,7 @@ def twin_session(path: str | os.PathLike[str], *, threads: int = 0) -> Any:
     has_plugin = any(n.op_type == PLUGIN_NAME for n in model.graph.node)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if has_plugin:
         if any(n.op_type == PLUGIN_NAME and n.domain != ONNX_DOMAIN for n in model.graph.node):
             raise ValueError(f"{path}: TSTAttention nodes must be in the {ONNX_DOMAIN} domain to run on the CPU twin")

@@ -33,7 +33,9 @@ def video_bench(
     duration: float | None = None,
 ) -> dict[str, Any]:
     """Frames per second model-only and end-to-end on ``clip`` (its first ``duration`` seconds), and their ratio."""
-    matter = Matter(model_dir, backend=backend, precision=precision, work_size=work_size, threads=threads)
+    matter = Matter(
+        model_dir, backend=backend, precision=precision, work_size=work_size, threads=threads, spinning=False
+    )
     source = open_source(str(clip))
     info = source.info
     source.close()

@@ -144,7 +144,10 @@ def matte_video(
             raise SpgimError("give the exported model folder (--model)")
         from spgim.runtime.matting import Matter
 
-        runtime = Matter(model, backend=backend, precision=precision, work_size=work_size, threads=threads)
+        # No spinning: the decoder and encoder threads need the cores the model's idle threads would spin on.
+        runtime = Matter(
+            model, backend=backend, precision=precision, work_size=work_size, threads=threads, spinning=False
+        )
         matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
     show = _preview() if preview else None
 

