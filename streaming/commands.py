@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -28,6 +29,9 @@ def _seconds(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning on the
+    # cores the decoder and encoder threads need (as ONNX Runtime's spinning is turned off).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .job import matte_video
 
     result = matte_video(
