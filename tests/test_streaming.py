@@ -199,18 +199,24 @@ def test_credentials_never_reach_messages() -> None:
     assert result.returncode != 0 and "hunter2" not in result.stderr + result.stdout
 
 
-def test_sigint_mid_file_leaves_a_playable_output(model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_file_leaves_a_playable_output(model: Path, tmp_path: Path, stop: int) -> None:
     clip = tmp_path / "long.mp4"
     write_clip(clip, size=(320, 240), frames=400)
     out, progress = tmp_path / "out.mp4", tmp_path / "alpha"  # the PNGs show how far the job is
     command = [SPGIM, "matte", str(clip), "--model", str(model), "--output", str(out), "--alpha", str(progress)]
     process = subprocess.Popen(
-        [*command, "--work-size", "256", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, "--work-size", "256", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell running this suite in the background ignores SIGINT, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not progress.is_dir() or len(list(progress.iterdir())) < 10):
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
