@@ -10,6 +10,7 @@ the container takes the codec, otherwise re-encoded (AAC, Opus for WebM) and a n
 
 from __future__ import annotations
 
+import abc
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def _quality_options(codec: str, quality: int | None) -> dict[str, str]:
     return {}
 
 
-class Output:
+class Output(abc.ABC):
     """One output being written; see :func:`open_output`."""
 
     path: Path
@@ -93,15 +94,17 @@ class Output:
     notes: list[str]
     frames_written: int
 
+    @abc.abstractmethod
     def write(self, frame: VideoFrame, image: np.ndarray) -> None:
         """Write one frame's image (uint8 RGB, greyscale or RGBA, the stored orientation)."""
-        raise NotImplementedError
 
     def write_audio(self, packet: AudioPacket) -> None:
         """Mux (or re-encode) one input audio packet; outputs without audio ignore it."""
+        return None
 
     def close(self) -> None:
         """Flush and finalise; safe to call twice and after a failure."""
+        return None
 
 
 class PngSequence(Output):

@@ -7,6 +7,7 @@ objects and, for files, the audio packets to pass through, in demux order. Bad i
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import glob
 import threading
@@ -29,19 +30,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped with the capture clock, in milliseconds
 
 
-class Source:
+class Source(abc.ABC):
     """A stream of frames (and audio packets) with its :class:`VideoInfo`."""
 
     info: VideoInfo
     corrupt: int = 0  # packets or frames skipped because they could not be decoded
     reconnects: int = 0
 
+    @abc.abstractmethod
     def items(self, stop: threading.Event) -> Iterator[Item]:
         """Frames and audio packets in demux order until the input ends or ``stop`` is set."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release the input."""
+        return None
 
 
 class _LiveClock:
