@@ -29,7 +29,8 @@ def _percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
-def _time(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
+def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
+    """Seconds per call of ``fn`` for ``iters`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -152,9 +153,9 @@ def run_bench(
             flops = batch * sum(a.sidecar["flops_per_frame"] for a in (matter.spd_artifact, matter.spgm_artifact))
             export_w, export_h = matter.spgm_artifact.sidecar["export_size"]
             flops *= (height * width) / (export_h * export_w)  # the sidecar counts at the export size
-            samples = _time(_caller(matter, image), warmup, iters)
+            samples = time_calls(_caller(matter, image), warmup, iters)
             alphas[(backend, precision)] = matter.backend.infer(image)
-            resnet = _time(ceiling.runner(backend, precision, threads), warmup, iters)
+            resnet = time_calls(ceiling.runner(backend, precision, threads), warmup, iters)
             p50, resnet_p50 = statistics.median(samples), statistics.median(resnet)
             row = {
                 "backend": backend,

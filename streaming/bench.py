@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spgim.runtime.bench import time_calls
 from spgim.runtime.matting import Matter, working_size
 
 from .job import matte_video
@@ -42,13 +42,7 @@ def video_bench(
     height, width = (info.width, info.height) if info.rotation % 180 else (info.height, info.width)
     work_h, work_w = working_size(height, width, work_size)
     image = np.random.default_rng(0).random((1, 3, work_h, work_w), dtype=np.float32)
-    for _ in range(warmup):
-        matter.backend.infer(image)
-    samples = []
-    for _ in range(iters):
-        started = time.perf_counter()
-        matter.backend.infer(image)
-        samples.append(time.perf_counter() - started)
+    samples = time_calls(lambda: matter.backend.infer(image), warmup, iters)
     model_fps = 1.0 / statistics.median(samples)
     with tempfile.TemporaryDirectory(prefix="spgim-bench-video-") as folder:
         output = Path(folder) / "composite.mp4"
