@@ -22,7 +22,7 @@ from spgim.train.models import guide_channels
 from spgim.train.summary import model_summary
 from spgim.tst_op import plugin_description
 
-from .engine import build_engine, find_plugin_library, import_tensorrt
+from spgim.tensorrt_build import build_engine, find_plugin_library, import_tensorrt
 from .io_spec import GraphSpec, spd_spec, spgm_spec
 from .onnx_graphs import convert_fp16, export_onnx, trace_torchscript
 from .sidecar import file_sha256, write_sidecar

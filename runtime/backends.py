@@ -20,6 +20,21 @@ from .protocol import batch_slices, check_fixed_batch, fixed_batch
 SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
 
 
+def session_options(*, threads: int = 0, spinning: bool = True) -> Any:
+    """ONNX Runtime CPU session options: every graph optimisation, ``threads`` intra-op threads (0: one per core).
+
+    Spinning idle threads win alone (paper config: 0.91x without) but steal the cores that decoding and
+    encoding need in a video job; ``spgim matte`` turns it off.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU; fp16 graphs take and give float16 (GPU providers: :mod:`.onnxruntime_gpu`)."""
 
@@ -32,12 +47,7 @@ class OnnxRuntimeBackend:
 
         self.name = f"onnxruntime ({spgm.format}, {spgm.precision})"
         self.dtype = np.float16 if spgm.precision == "fp16" else np.float32
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        # Spinning idle threads win alone (paper config: 0.91x without) but steal the cores that
-        # decoding and encoding need in a video job; spgim matte turns it off.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options = session_options(threads=threads, spinning=spinning)
         try:
             self.spd = ort.InferenceSession(str(spd.path), options, providers=["CPUExecutionProvider"])
             self.spgm = twin_session(spgm.path, threads=threads, spinning=spinning)

@@ -8,12 +8,9 @@ reduced/full precision speed-up and the alpha difference between them. JSON out,
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,11 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .matting import BACKENDS, Matter
+from .artifacts import load_artifacts
+from .ceilings import CeilingOptions, ResNet50
+from .machine import flags_line, machine_facts
+from .matting import Matter
+from .registry import backend_record, runnable
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -41,83 +42,7 @@ def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
     return samples
 
 
-class ResNet50Ceiling:
-    """torchvision's ResNet-50 (random weights) on the same engine and precision as a bench row."""
-
-    def __init__(self, height: int, width: int, batch: int) -> None:
-        import torch
-        import torchvision
-        from torch.utils.flop_counter import FlopCounterMode
-
-        self.torch = torch
-        self.model = torchvision.models.resnet50().eval()
-        self.image = torch.rand(batch, 3, height, width)
-        with torch.device("meta"), FlopCounterMode(display=False) as counter:
-            torchvision.models.resnet50().eval()(torch.empty(batch, 3, height, width))
-        self.flops = counter.get_total_flops()
-        self._folder = tempfile.TemporaryDirectory(prefix="spgim-resnet50-")
-        self._onnx: dict[str, Path] = {}
-
-    def runner(self, backend: str, precision: str, threads: int) -> Callable[[], Any]:
-        """A zero-argument call that runs one batch of ResNet-50 like ``backend`` runs SPG-IM."""
-        torch = self.torch
-        if backend == "torchscript":
-            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-            # A copy: Module.to converts parameters in place, and the next row needs fp32 weights again.
-            # Channels-last like TorchScriptBackend, so the ceiling runs as SPG-IM's rows do.
-            image = self.image.to(dtype).contiguous(memory_format=torch.channels_last)
-            model = copy.deepcopy(self.model).to(dtype).to(memory_format=torch.channels_last)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks TorchScript deprecated
-                traced = torch.jit.trace(model, image, check_trace=False)
-
-            def run_torchscript() -> Any:
-                with torch.inference_mode():
-                    return traced(image)
-
-            return run_torchscript
-        import onnxruntime as ort
-
-        path = self._export_onnx(precision)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {"image": self.image.numpy().astype(np.float16 if precision == "fp16" else np.float32)}
-        return lambda: session.run(None, feed)
-
-    def _export_onnx(self, precision: str) -> Path:
-        if precision in self._onnx:
-            return self._onnx[precision]
-        import onnx
-
-        torch = self.torch
-        path = Path(self._folder.name) / "resnet50.onnx"
-        if not path.is_file():
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    self.model,
-                    (self.image,),
-                    str(path),
-                    dynamo=False,
-                    opset_version=17,
-                    input_names=["image"],
-                    output_names=["logits"],
-                )
-        if precision == "fp16":
-            from onnxconverter_common import float16
-
-            half = Path(self._folder.name) / "resnet50.fp16.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                onnx.save(float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=False), str(half))
-            path = half
-        self._onnx[precision] = path
-        return path
-
-
-def _caller(matter: Matter, image: np.ndarray) -> Callable[[], Any]:
+def _infer_call(matter: Matter, image: np.ndarray) -> Callable[[], Any]:
     return lambda: matter.backend.infer(image)
 
 
@@ -132,42 +57,66 @@ def run_bench(
     warmup: int = 2,
     iters: int = 10,
     threads: int = 0,
+    gpu: int = 0,
 ) -> dict[str, Any]:
-    """Benchmark every available backend x precision; returns the report written as JSON."""
+    """Benchmark every backend x precision this machine can run; returns the report written as JSON.
+
+    A backend x precision that cannot run here (missing engine, no native bf16, no artifacts) is listed
+    under ``skipped`` with its reason. Each row's ceiling is ResNet-50 on the row's own engine, device and
+    precision (the record's ceiling runner in :mod:`.registry`).
+    """
     if height % 32 or width % 32:
         raise SpgimError(f"bench size {width}x{height} must be multiples of 32")
+    artifacts = load_artifacts(model_dir)
     rng = np.random.default_rng(0)
     image = rng.random((batch, 3, height, width), dtype=np.float32)
-    ceiling = ResNet50Ceiling(height, width, batch)
+    resnet = ResNet50(height, width, batch)
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     alphas: dict[tuple[str, str], np.ndarray] = {}
     for backend in backends:
-        if backend not in BACKENDS:
-            raise SpgimError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        record = backend_record(backend)
         for precision in precisions:
-            if precision not in BACKENDS[backend][1]:
+            if precision not in record.precisions:
+                continue
+            reason = runnable(record, artifacts, precision)
+            if reason is not None:
+                skipped.append({"backend": backend, "precision": precision, "reason": reason})
                 continue
             matter = Matter(
-                model_dir, backend=backend, precision=precision, work_size=max(height, width), threads=threads
+                model_dir,
+                backend=backend,
+                precision=precision,
+                work_size=max(height, width),
+                threads=threads,
+                gpu=gpu,
             )
             flops = batch * sum(a.sidecar["flops_per_frame"] for a in (matter.spd_artifact, matter.spgm_artifact))
             export_w, export_h = matter.spgm_artifact.sidecar["export_size"]
             flops *= (height * width) / (export_h * export_w)  # the sidecar counts at the export size
-            samples = time_calls(_caller(matter, image), warmup, iters)
+            samples = time_calls(_infer_call(matter, image), warmup, iters)
             alphas[(backend, precision)] = matter.backend.infer(image)
-            resnet = time_calls(ceiling.runner(backend, precision, threads), warmup, iters)
-            p50, resnet_p50 = statistics.median(samples), statistics.median(resnet)
+            engine = matter.backend_name
+            del matter  # large models' sessions hold gigabytes: free them before the ceiling runs
+            ceiling = record.ceiling(resnet, CeilingOptions(precision=precision, threads=threads, gpu=gpu))
+            resnet_samples = time_calls(ceiling, warmup, iters)
+            p50, resnet_p50 = statistics.median(samples), statistics.median(resnet_samples)
             row = {
                 "backend": backend,
-                "engine": matter.backend_name,
+                "engine": engine,
+                "device": record.device,
                 "precision": precision,
                 "latency_s": {"p50": p50, "p90": _percentile(samples, 90), "p99": _percentile(samples, 99)},
                 "fps": batch / p50,
                 "gflops_per_s": flops / p50 / 1e9,
-                "resnet50_gflops_per_s": ceiling.flops / resnet_p50 / 1e9,
+                "resnet50_gflops_per_s": resnet.flops / resnet_p50 / 1e9,
+                "resnet50_latency_s": {"p50": resnet_p50, "p90": _percentile(resnet_samples, 90)},
             }
             row["ratio_to_resnet50"] = row["gflops_per_s"] / row["resnet50_gflops_per_s"]
             rows.append(row)
+    if not rows:
+        reasons = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped)
+        raise SpgimError(f"nothing to bench on this machine: {reasons or 'no backend x precision asked'}")
     speedups = []
     for row in rows:
         full = next((r for r in rows if r["backend"] == row["backend"] and r["precision"] == "fp32"), None)
@@ -188,15 +137,47 @@ def run_bench(
         "batch": batch,
         "warmup": warmup,
         "iters": iters,
-        "resnet50_flops_per_batch": ceiling.flops,
+        "machine": machine_facts(),
+        "cpu_flags_line": flags_line(),
+        "resnet50_flops_per_batch": resnet.flops,
         "rows": rows,
+        "skipped": skipped,
         "reduced_vs_full": speedups,
+        "summary": _summary(rows),
     }
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's two targets as measured: best fp32 model rate vs best fp32 ResNet-50 rate; reduced vs fp32."""
+    fp32 = [r for r in rows if r["precision"] == "fp32"]
+    summary: dict[str, Any] = {}
+    if fp32:
+        best_model = max(fp32, key=lambda r: r["gflops_per_s"])
+        best_resnet = max(fp32, key=lambda r: r["resnet50_gflops_per_s"])
+        summary["best_fp32_model"] = {"backend": best_model["backend"], "gflops_per_s": best_model["gflops_per_s"]}
+        summary["best_fp32_resnet50"] = {
+            "backend": best_resnet["backend"],
+            "gflops_per_s": best_resnet["resnet50_gflops_per_s"],
+        }
+        summary["best_fp32_model_over_best_fp32_resnet50"] = (
+            best_model["gflops_per_s"] / best_resnet["resnet50_gflops_per_s"]
+        )
+        reduced = [r for r in rows if r["precision"] != "fp32"]
+        if reduced:
+            best_reduced = min(reduced, key=lambda r: r["latency_s"]["p50"])
+            best_full = min(fp32, key=lambda r: r["latency_s"]["p50"])
+            summary["best_reduced_over_best_fp32_speed"] = {
+                "reduced": best_reduced["engine"],
+                "fp32": best_full["engine"],
+                "speedup": best_full["latency_s"]["p50"] / best_reduced["latency_s"]["p50"],
+            }
+    return summary
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The bench table as text."""
-    lines = [
+    lines = [f"cpu: {report['cpu_flags_line']}"] if "cpu_flags_line" in report else []
+    lines += [
         f"{'engine':<28}{'prec':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'fps':>8}{'GFLOP/s':>9}"
         f"{'RN50':>8}{'ratio':>7}"
     ]
@@ -206,6 +187,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"{row['engine']:<28}{row['precision']:>5}{latency['p50'] * 1e3:>9.1f}{latency['p90'] * 1e3:>9.1f}"
             f"{latency['p99'] * 1e3:>9.1f}{row['fps']:>8.2f}{row['gflops_per_s']:>9.1f}"
             f"{row['resnet50_gflops_per_s']:>8.1f}{row['ratio_to_resnet50']:>7.2f}"
+        )
+    for item in report.get("skipped", []):
+        lines.append(f"skipped {item['backend']} {item['precision']}: {item['reason']}")
+    summary = report.get("summary", {})
+    if "best_fp32_model_over_best_fp32_resnet50" in summary:
+        lines.append(
+            f"best fp32 model rate {summary['best_fp32_model']['gflops_per_s']:.1f} GFLOP/s "
+            f"({summary['best_fp32_model']['backend']}) vs best fp32 ResNet-50 rate "
+            f"{summary['best_fp32_resnet50']['gflops_per_s']:.1f} ({summary['best_fp32_resnet50']['backend']}): "
+            f"{summary['best_fp32_model_over_best_fp32_resnet50']:.2f}"
         )
     for item in report["reduced_vs_full"]:
         lines.append(

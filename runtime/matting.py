@@ -16,64 +16,11 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .artifacts import Artifact, check_size, load_artifacts, select_pair
-from .backends import OnnxRuntimeBackend, TorchScriptBackend
+from .artifacts import check_size, load_artifacts
 from .device_frames import matte_on_device
-from .devices import unavailable_reason
-from .onnxruntime_gpu import OnnxRuntimeGpuBackend
 from .protocol import Backend, DeviceBackend
-from .tensorrt_backend import TensorRTBackend
-
-# backend name -> (artifact format, precisions it runs)
-BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnxruntime": ("onnx", ("fp32", "fp16")),
-    "onnxruntime-twin": ("onnx-trt", ("fp32", "fp16")),
-    "torchscript": ("torchscript", ("fp32", "bf16", "fp16")),
-    "tensorrt": ("engine", ("fp32", "fp16")),
-    "onnxruntime-trt": ("onnx", ("fp32", "fp16")),
-    "onnxruntime-cuda": ("onnx", ("fp32", "fp16")),
-    "torchscript-cuda": ("torchscript", ("fp32", "bf16", "fp16")),
-}
-# Tried in this order by backend="auto": GPU backends where this machine has them (TensorRT engines
-# first), then ONNX Runtime's fused CPU kernels.
-AUTO_ORDER = (
-    "tensorrt",
-    "onnxruntime-trt",
-    "onnxruntime-cuda",
-    "torchscript-cuda",
-    "onnxruntime",
-    "torchscript",
-    "onnxruntime-twin",
-)
-
-
-def open_backend(
-    name: str,
-    spd: Artifact,
-    spgm: Artifact,
-    *,
-    precision: str,
-    threads: int,
-    gpu: int,
-    plugin: str | Path | None,
-    spinning: bool = True,
-) -> Backend:
-    """Backend ``name`` (a key of :data:`BACKENDS`) on an SPD/SPGM artifact pair."""
-    if name == "tensorrt":
-        return TensorRTBackend(spd, spgm, gpu=gpu, plugin=plugin)
-    if name in ("onnxruntime-cuda", "onnxruntime-trt"):
-        provider = "cuda" if name == "onnxruntime-cuda" else "tensorrt"
-        return OnnxRuntimeGpuBackend(spd, spgm, provider=provider, gpu=gpu)
-    if name in ("torchscript", "torchscript-cuda"):
-        device = "cpu" if name == "torchscript" else f"cuda:{gpu}"
-        return TorchScriptBackend(spd, spgm, dtype=precision, device=device)
-    return OnnxRuntimeBackend(spd, spgm, threads=threads, spinning=spinning)
-
-
-def usable_backends(model_dir: str | Path) -> list[str]:
-    """The backends of :data:`BACKENDS` that this machine can run on ``model_dir``'s artifact formats."""
-    formats = {artifact.format for artifact in load_artifacts(model_dir)}
-    return [name for name, (fmt, _) in BACKENDS.items() if fmt in formats and unavailable_reason(name) is None]
+from .ranking import rank
+from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
 
 
 def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
@@ -87,19 +34,24 @@ class Matter:
 
     Args:
         model_dir: the export folder (``spgim-export.json`` and sidecars).
-        backend: ``"auto"`` (the first of :data:`AUTO_ORDER` this machine and folder can run; see
-            ``backend_name``) or a key of :data:`BACKENDS`: ``"onnxruntime"``, ``"onnxruntime-twin"``
-            (TensorRT-flavour graph on the CPU), ``"torchscript"``, and on a GPU ``"tensorrt"`` (engines),
-            ``"onnxruntime-trt"``, ``"onnxruntime-cuda"``, ``"torchscript-cuda"``.
-        precision: ``"fp32"``, ``"fp16"`` or (TorchScript) ``"bf16"``.
+        backend: ``"auto"`` or a key of :data:`spgim.runtime.registry.BACKENDS` (``"onnxruntime"``,
+            ``"openvino"``, ``"aotinductor"``, ``"torchscript"``, ``"onnxruntime-twin"``, and on a GPU
+            ``"tensorrt"``, ``"onnxruntime-trt"``, ``"onnxruntime-cuda"``, ``"torchscript-cuda"``).
+            ``"auto"`` times every backend this machine can run on the folder once, caches the ranking next
+            to the model (:mod:`.ranking`) and takes the fastest; :attr:`selection` says which and why.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, or ``"auto"``: the fastest measured precision whose
+            alpha stays within 5e-3 mean of fp32's.
         work_size: the longer side of the working resolution.
-        threads: CPU threads for ONNX Runtime (0: its default).
+        threads: CPU threads for the CPU engines (0: their default, one per physical core).
         gpu: CUDA device index for the GPU backends.
         plugin: the TST attention plugin library for engines (default: looked up, see
             :func:`spgim.tst_plugin.find_plugin_library`).
+        spinning: let ONNX Runtime's idle threads spin (faster alone, slower beside decode/encode threads).
 
     Attributes:
         backend_name: which engine and precision runs.
+        precision: the precision that runs (what was asked, or what ``"auto"`` picked).
+        selection: one line saying how the backend was chosen.
         device: ``"cpu"`` or ``"cuda:N"``, where the backend runs and :meth:`alpha_on_device` returns the alpha.
     """
 
@@ -117,42 +69,55 @@ class Matter:
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
         self.work_size = work_size
-        names = AUTO_ORDER if backend == "auto" else (backend,)
-        errors = []
-        self.backend: Backend
-        for name in names:
-            if name not in BACKENDS:
-                raise SpgimError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
-            fmt, precisions = BACKENDS[name]
-            if precision not in precisions:
-                errors.append(f"{name} has no {precision}")
-                continue
-            missing = unavailable_reason(name) if backend == "auto" else None
-            if missing:
-                errors.append(missing)
-                continue
-            try:
-                exported = "fp32" if fmt == "torchscript" else precision
-                self.spd_artifact, self.spgm_artifact = select_pair(self.artifacts, fmt, exported)
-                self.backend = open_backend(
-                    name,
-                    self.spd_artifact,
-                    self.spgm_artifact,
-                    precision=precision,
-                    threads=threads,
-                    gpu=gpu,
-                    plugin=plugin,
-                    spinning=spinning,
-                )
-                break
-            except SpgimError as error:
-                if backend != "auto":
-                    raise
-                errors.append(str(error))
+        options = BackendOptions(precision=precision, threads=threads, gpu=gpu, plugin=plugin, spinning=spinning)
+        if backend != "auto":
+            backend_record(backend)
+        if backend == "auto" or precision == "auto":
+            backend, precision, self.selection = self._measured_choice(model_dir, backend, precision, options)
+            options = BackendOptions(precision=precision, threads=threads, gpu=gpu, plugin=plugin, spinning=spinning)
         else:
-            raise SpgimError(f"no backend can run {model_dir} in {precision}: {'; '.join(errors)}")
+            self.selection = f"{backend} {precision} as asked"
+        record = backend_record(backend)
+        self.backend: Backend
+        self.backend, self.spd_artifact, self.spgm_artifact = open_backend(record, self.artifacts, options)
+        self.precision = precision
         self.backend_name = self.backend.name
         self.device = self.backend.device
+
+    def _measured_choice(
+        self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions
+    ) -> tuple[str, str, str]:
+        names = [name for name, record in BACKENDS.items() if record.in_auto] if backend == "auto" else [backend]
+        candidates = []
+        for name in names:
+            record = BACKENDS[name]
+            for wanted in record.precisions if precision == "auto" else (precision,):
+                if runnable(record, self.artifacts, wanted) is None:
+                    candidates.append((name, wanted))
+        if not candidates:
+            reasons = "; ".join(
+                f"{name}: {runnable(BACKENDS[name], self.artifacts, p)}"
+                for name in names
+                for p in (BACKENDS[name].precisions if precision == "auto" else (precision,))
+                if runnable(BACKENDS[name], self.artifacts, p)
+            )
+            raise SpgimError(f"no backend can run {model_dir} in {precision}: {reasons}")
+        work_hw = self._ranking_size()
+        ranking = rank(model_dir, self.artifacts, candidates, work_hw, options)
+        picked = ranking.choose(backend, precision)
+        return picked.backend, picked.precision, ranking.explain(picked, work_hw)
+
+    def _ranking_size(self) -> tuple[int, int]:
+        """The working size auto measures at: the export's aspect with its longer side at ``work_size``."""
+        any_spgm = next(a for a in self.artifacts if a.branch == "spgm")
+        width, height = any_spgm.sidecar.get("export_size", [self.work_size, self.work_size])
+        work_h, work_w = working_size(height, width, self.work_size)
+        profile = any_spgm.sidecar.get("profile", {})
+        if profile.get("max"):
+            work_w, work_h = min(work_w, profile["max"][0]), min(work_h, profile["max"][1])
+        if profile.get("min"):
+            work_w, work_h = max(work_w, profile["min"][0]), max(work_h, profile["min"][1])
+        return work_h, work_w
 
     def _batch(self, frames: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Frames as ``(N, H, W, 3)`` and the working size, checked against the artifact's profile."""

@@ -27,17 +27,11 @@ from spgim.errors import SpgimError
 from spgim.runtime.artifacts import load_artifacts
 from spgim.runtime.matting import Matter
 from spgim.runtime.protocol import DeviceBackend
+from spgim.runtime.registry import BACKENDS
 
+# Every GPU backend x precision of the registry: a new GPU backend is checked without touching this script.
 CANDIDATES = [
-    ("tensorrt", "fp32"),
-    ("tensorrt", "fp16"),
-    ("onnxruntime-trt", "fp32"),
-    ("onnxruntime-trt", "fp16"),
-    ("onnxruntime-cuda", "fp32"),
-    ("onnxruntime-cuda", "fp16"),
-    ("torchscript-cuda", "fp32"),
-    ("torchscript-cuda", "fp16"),
-    ("torchscript-cuda", "bf16"),
+    (name, precision) for name, record in BACKENDS.items() if record.device == "cuda" for precision in record.precisions
 ]
 
 

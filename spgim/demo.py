@@ -131,24 +131,18 @@ def _matte(model: Path, clip: Path, out: Path) -> None:
     print(f"demo: {result.summary_line()}")
 
 
-def _has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _bench(model: Path, clip: Path, out: Path, iters: int) -> None:
     """The reduced precisions each engine is built for: ONNX Runtime fp16, TorchScript bf16 (fp16 on a CPU is slow)."""
     from spgim.runtime.bench import format_report, run_bench, write_report
+    from spgim.runtime.machine import native_bf16_missing
     from spgim.streaming.bench import video_bench
 
     script_precisions = ["fp32"]
-    if _has_native_bf16():
+    missing = native_bf16_missing()
+    if missing is None:
         script_precisions.append("bf16")
     else:
-        print("demo: bench skips bf16: this CPU has no AVX512-BF16/AMX, and emulated bf16 is ~5x slower than fp32")
+        print(f"demo: bench skips bf16: {missing}")
     width, height = CLIP_SIZE
     common: dict[str, Any] = {"height": height, "width": width, "warmup": 1, "iters": iters}
     report = run_bench(model, backends=["onnxruntime", "onnxruntime-twin"], precisions=["fp32", "fp16"], **common)

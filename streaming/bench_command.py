@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 EXAMPLE = """example:
-  spgim bench --model exported --backend onnxruntime,torchscript --precision fp32,fp16,bf16 \\
+  spgim bench --model exported --backend onnxruntime,openvino,aotinductor,torchscript --precision fp32,fp16,bf16 \\
       --size 512x512 --batch 1 --warmup 2 --iters 10 --json bench.json --plot bench.png
   spgim bench --model exported --backend onnxruntime --precision fp32,fp16 --video clip.mp4 --work-size 512"""
 
@@ -18,7 +18,7 @@ EXAMPLE = """example:
 def _run(args: argparse.Namespace) -> int:
     from spgim.errors import SpgimError
     from spgim.runtime.bench import format_report, run_bench, write_report
-    from spgim.runtime.matting import usable_backends
+    from spgim.runtime.registry import usable_backends
 
     from .bench import video_bench
 
@@ -75,8 +75,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--backend",
         default="all",
-        help="comma list of onnxruntime, onnxruntime-twin, torchscript, tensorrt, onnxruntime-trt, onnxruntime-cuda, "
-        "torchscript-cuda; or all (default: every one this machine can run)",
+        help="comma list of onnxruntime, openvino, aotinductor, torchscript, onnxruntime-twin, tensorrt, "
+        "onnxruntime-trt, onnxruntime-cuda, torchscript-cuda; or all (default: every one this machine can run). "
+        "A backend x precision this machine cannot run (no native bf16, no engine, no artifacts) is skipped "
+        "with its reason",
     )
     parser.add_argument("--precision", default="fp32,fp16,bf16", help="comma list (default fp32,fp16,bf16)")
     parser.add_argument("--size", default="512x512", help="input WxH, multiples of 32 (default 512x512)")

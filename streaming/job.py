@@ -149,6 +149,8 @@ def matte_video(
             model, backend=backend, precision=precision, work_size=work_size, threads=threads, spinning=False
         )
         matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
+        if backend == "auto" or precision == "auto":
+            log(runtime.selection)
     show = _preview() if preview else None
 
     spec = str(source)

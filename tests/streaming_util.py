@@ -15,7 +15,7 @@ from spgim.train.config import get_config
 from spgim.train.models import build_model
 
 
-def export_tiny(folder: Path, *, formats: str = "onnx", seed: int = 0) -> Path:
+def export_tiny(folder: Path, *, formats: str = "onnx", precision: str = "fp32", seed: int = 0) -> Path:
     """A tiny random-weight SPG-IM exported to ``folder/model`` (dynamic sizes 64..512)."""
     torch.manual_seed(seed)
     config = get_config("tiny")
@@ -30,7 +30,7 @@ def export_tiny(folder: Path, *, formats: str = "onnx", seed: int = 0) -> Path:
     )
     out = folder / "model"
     argv = ["export", "--spd", str(folder / "spd.pt"), "--spgm", str(folder / "spgm.pt"), "--out", str(out)]
-    argv += ["--formats", formats, "--precision", "fp32", "--height", "128", "--width", "128", "--dynamic"]
+    argv += ["--formats", formats, "--precision", precision, "--height", "128", "--width", "128", "--dynamic"]
     argv += ["--min-size", "64x64", "--max-size", "512x512"]
     assert main(argv) == 0
     return out

@@ -13,7 +13,8 @@ import torch
 
 from spgim.cli import main
 from spgim.errors import SpgimError
-from spgim.runtime.matting import AUTO_ORDER, Matter, usable_backends, working_size
+from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.registry import BACKENDS, usable_backends
 from spgim.train.checkpoint import save_checkpoint, weights_digest
 from spgim.train.config import get_config
 from spgim.train.models import build_model
@@ -85,16 +86,17 @@ def test_every_backend_matches_eager(exported: tuple, backend: str, precision: s
     assert matter(frames[0]).shape == (90, 150)
 
 
-def test_auto_picks_a_working_backend_and_says_which(exported: tuple) -> None:
+def test_auto_picks_the_fastest_measured_backend_and_says_which(exported: tuple) -> None:
     matter = Matter(exported[0])
     usable = usable_backends(exported[0])
     picked = matter.backend_name.split(" ")[0]
-    cpu_only = ("onnxruntime", "torchscript", "onnxruntime-twin")
-    # On a GPU machine a listed provider may still fail to start, so auto may pick a later one.
-    assert picked in usable and AUTO_ORDER.index(picked) >= min(AUTO_ORDER.index(name) for name in usable)
-    if set(usable) <= set(cpu_only):
-        assert picked == "onnxruntime"
-    assert matter.device == ("cpu" if picked in cpu_only else "cuda:0")
+    assert picked in usable and BACKENDS[picked].in_auto
+    ranking = json.loads((exported[0] / "spgim-ranking.json").read_text())
+    (entry,) = ranking["entries"].values()
+    timed = {t["backend"]: t["seconds"] for t in entry["trials"] if t["seconds"] is not None}
+    assert set(timed) >= {"onnxruntime", "torchscript"} and picked == min(timed, key=lambda name: timed[name])
+    assert matter.selection.startswith(f"auto picked {picked} fp32")
+    assert matter.device == ("cpu" if BACKENDS[picked].device == "cpu" else "cuda:0")
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +170,18 @@ def test_bench_writes_json_and_png(exported: tuple, tmp_path: Path) -> None:
     )
     report = json.loads((tmp_path / "b.json").read_text())
     rows = {(r["backend"], r["precision"]) for r in report["rows"]}
-    assert rows == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torchscript", "fp32"), ("torchscript", "fp16")}
+    skipped = {(s["backend"], s["precision"]): s["reason"] for s in report["skipped"]}
+    asked = {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torchscript", "fp32"), ("torchscript", "fp16")}
+    assert rows | set(skipped) == asked and not rows & set(skipped)
+    # TorchScript fp16 on a CPU without AVX512-FP16 is emulated: skipped with the reason, never timed.
+    has_fp16 = report["machine"]["cpu"]["flags"]["avx512_fp16"]
+    assert (("torchscript", "fp16") in rows) == has_fp16
+    assert all("emulated" in reason for reason in skipped.values())
+    assert report["machine"]["cpu"]["flags"].keys() >= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert "onnxruntime" in report["machine"]["libraries"] and report["cpu_flags_line"]
     for row in report["rows"]:
         assert row["latency_s"]["p50"] > 0 and row["gflops_per_s"] > 0 and row["resnet50_gflops_per_s"] > 0
         assert row["ratio_to_resnet50"] == pytest.approx(row["gflops_per_s"] / row["resnet50_gflops_per_s"])
-    assert {s["backend"] for s in report["reduced_vs_full"]} == {"onnxruntime", "torchscript"}
+    assert {s["backend"] for s in report["reduced_vs_full"]} == {b for b, p in rows if p != "fp32"}
     assert all(s["alpha_abs_diff"]["mean"] < 1e-2 for s in report["reduced_vs_full"])
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,8 +29,9 @@ from spgim.runtime.artifacts import Artifact, check_engine_gpu, check_engine_ten
 from spgim.runtime.backends import OnnxRuntimeBackend, TorchScriptBackend
 from spgim.runtime.device_frames import alpha_to_frames, frames_to_image, matte_on_device
 from spgim.runtime.devices import unavailable_reason
-from spgim.runtime.matting import BACKENDS, Matter, usable_backends
+from spgim.runtime.matting import Matter
 from spgim.runtime.onnxruntime_gpu import OnnxRuntimeGpuBackend
+from spgim.runtime.registry import BACKENDS, usable_backends
 from spgim.tst_op import PLUGIN_LIBRARY, plugin_description
 from spgim.tst_plugin import find_plugin_library, load_plugin_library
 
@@ -93,7 +94,7 @@ def test_an_engine_on_a_machine_without_tensorrt_is_refused_in_one_line(
     command = ["bench", "--model", str(folder), "--backend", "tensorrt", "--precision", "fp32", "--size", "64x64"]
     assert main([*command, "--warmup", "0", "--iters", "1"]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert re.match(rf"spgim bench: error: {message}", line)
+    assert re.match(r"spgim bench: error: nothing to bench on this machine: tensorrt fp32: tensorrt needs", line)
     # With a TensorRT of another minor version, then of the right one on a machine without that GPU.
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.15.1.29"))
     with pytest.raises(SpgimError, match=r"built with TensorRT 10\.16\.0\.72, this machine has TensorRT 10\.15\.1"):
@@ -203,7 +204,7 @@ def test_bench_all_runs_only_what_this_machine_can(exported: tuple, monkeypatch:
     assert {"onnxruntime", "onnxruntime-twin", "torchscript"} <= set(usable)
     assert "tensorrt" not in usable  # this folder has no engines
     for name in GPU_BACKENDS:
-        assert (name in usable) == (unavailable_reason(name) is None and BACKENDS[name][0] != "engine")
+        assert (name in usable) == (unavailable_reason(name) is None and BACKENDS[name].formats != ("engine",))
     asked: list[list[str]] = []
 
     def fake_run_bench(model_dir: Path, *, backends: list[str], **_: Any) -> dict[str, Any]:

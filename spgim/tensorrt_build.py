@@ -1,4 +1,6 @@
-"""TensorRT engines from the ONNX graphs: TensorRT 10/11 Python API, strongly typed networks.
+"""TensorRT engines from ONNX graphs: TensorRT 10/11 Python API, strongly typed networks.
+
+Shared by ``spgim export`` and the bench's TensorRT ceiling (so neither stage imports the other).
 
 The fp16 engine is built from the fp16 ONNX graph and the fp32 engine from the fp32 graph: in a
 strongly typed network the graph's types are the engine's types (TensorRT 11 removed
@@ -11,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spgim.errors import SpgimError
-from spgim.tst_plugin import NO_TENSORRT_EXIT, find_plugin_library, load_plugin_library
+from .errors import SpgimError
+from .tst_plugin import NO_TENSORRT_EXIT, find_plugin_library, load_plugin_library
 
 __all__ = ["NO_TENSORRT_EXIT", "build_engine", "find_plugin_library", "import_tensorrt", "load_plugin_library"]
 

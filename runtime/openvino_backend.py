@@ -1,0 +1,165 @@
+"""OpenVINO on the CPU behind the backend protocol: ``infer(image) -> alpha``, fp32 or native bf16.
+
+Runs the portable ONNX graphs, or OpenVINO IR (``.xml`` with its ``.bin`` beside it) made from
+them by :func:`spgim.export.openvino_ir.export_openvino_ir`. Both branches are compiled for the
+CPU with a latency hint, one thread per physical core unless told otherwise, and an inference
+precision of f32 or bf16. bf16 counts only where the CPU runs it natively (AVX512_BF16 or AMX):
+elsewhere OpenVINO would quietly run f32 under the bf16 name, so :func:`openvino_unavailable`
+refuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spgim.errors import SpgimError
+
+from .artifacts import Artifact
+from .machine import NATIVE_BF16_FLAGS, cpu_facts
+from .protocol import batch_slices, check_fixed_batch, fixed_batch
+
+OPENVINO_PIN = "openvino==2026.4.1"
+# OpenVINO's names for the precisions this backend runs.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_unavailable(precision: str) -> str | None:
+    """Why OpenVINO cannot run ``precision`` on this machine (one line), or None when it can.
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"``; bf16 needs a CPU with native bf16 arithmetic.
+    """
+    if precision not in PRECISION_HINTS:
+        return f"openvino runs {' or '.join(PRECISION_HINTS)}, not {precision}"
+    try:
+        import openvino
+    except (ImportError, OSError):
+        return f"openvino is not installed: pip install {OPENVINO_PIN}"
+    if precision != "bf16":
+        return None
+    try:
+        capabilities = [str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception as error:  # a broken install fails in C++ (RuntimeError) or in the bindings' own types
+        return f"openvino cannot query the CPU plugin: {_first_line(error)}"
+    if "BF16" in capabilities:
+        return None
+    found = [flag for flag in NATIVE_BF16_FLAGS if cpu_facts()["flags"][flag]]
+    return (
+        f"openvino bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX): this CPU's OPTIMIZATION_CAPABILITIES "
+        f"are {', '.join(capabilities)} and /proc/cpuinfo has {', '.join(found) or 'neither avx512_bf16 nor amx_bf16'}"
+        "; run fp32, or bf16 on such a CPU"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The most telling line of an OpenVINO error (its messages start with 'Exception from src/...')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (telling or lines or [type(error).__name__])[0][:200]
+
+
+def _compile(core: Any, path: Path, *, precision: str, threads: int) -> Any:
+    """Read an ONNX or IR file and compile it for the CPU with this backend's settings."""
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise SpgimError(f"{path.name} is OpenVINO IR but {path.with_suffix('.bin').name} is missing beside it")
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads or cpu_facts()["physical_cores"],
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+    }
+    try:
+        return core.compile_model(core.read_model(str(path)), "CPU", config)
+    except RuntimeError as error:  # OpenVINO raises RuntimeError for unreadable or unsupported graphs
+        raise SpgimError(f"OpenVINO cannot load {path.name}: {_first_line(error)}") from None
+
+
+def _check_usable(precision: str) -> None:
+    reason = openvino_unavailable(precision)
+    if reason is not None:
+        raise SpgimError(reason)
+
+
+def _element_dtype(port: Any) -> np.dtype:
+    """The numpy dtype of a compiled model's input (f32 for the fp32 graphs, f16 for fp16 ONNX)."""
+    return np.dtype(port.get_element_type().to_dtype())
+
+
+class OpenVINOBackend:
+    """SPD -> SPGM compiled by OpenVINO for the CPU, in fp32 or (native only) bf16.
+
+    Args:
+        spd: SPD's portable ONNX (``.onnx``) or OpenVINO IR (``.xml``) artifact.
+        spgm: SPGM's artifact of the same format.
+        precision: ``"fp32"`` or ``"bf16"`` (``INFERENCE_PRECISION_HINT``; the graphs stay fp32 files).
+        threads: ``INFERENCE_NUM_THREADS``; 0 means one per physical core.
+    """
+
+    device = "cpu"
+
+    def __init__(self, spd: Artifact, spgm: Artifact, *, precision: str = "fp32", threads: int = 0) -> None:
+        _check_usable(precision)
+        import openvino
+
+        kind = "ir" if spgm.path.suffix == ".xml" else "onnx"
+        self.name = f"openvino ({kind}, {precision})"
+        core = openvino.Core()
+        self.spd = _compile(core, spd.path, precision=precision, threads=threads)
+        self.spgm = _compile(core, spgm.path, precision=precision, threads=threads)
+        self.spd_request = self.spd.create_infer_request()
+        self.spgm_request = self.spgm.create_infer_request()
+        self.spgm_inputs = [port.get_any_name() for port in self.spgm.inputs]
+        spd_outputs = {port.get_any_name() for port in self.spd.outputs}
+        expected = [item["name"] for item in spgm.sidecar.get("inputs", [])]
+        missing = [name for name in self.spgm_inputs if name != "image" and name not in spd_outputs]
+        if missing or (expected and expected != self.spgm_inputs):
+            raise SpgimError(
+                f"{spgm.path.name} takes {', '.join(self.spgm_inputs)} (sidecar: {', '.join(expected) or 'none'}) "
+                f"but {spd.path.name} gives {', '.join(sorted(spd_outputs))}; export the pair again"
+            )
+        self.dtype = _element_dtype(self.spd.input(0))
+        first = self.spd.input(0).get_partial_shape()[0]
+        self.fixed = fixed_batch([first.get_length() if first.is_static else None])
+
+    def infer(self, image: np.ndarray) -> np.ndarray:
+        """Alpha ``(N, 1, H, W)`` float32 for an image ``(N, 3, H, W)`` float32 in [0, 1]."""
+        # Graphs exported without --dynamic have a fixed batch (1): larger batches run in slices.
+        check_fixed_batch(len(image), self.fixed, self.name)
+        return np.concatenate([self._run(image[part]) for part in batch_slices(len(image), self.fixed)])
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(image, dtype=self.dtype)
+        # SPD's outputs are views of its request's buffers, valid until its next call: SPGM reads them first.
+        features = self.spd_request.infer({"image": x}, share_inputs=True, share_outputs=True).to_dict()
+        by_name = {port.get_any_name(): value for port, value in features.items()}
+        feed = {name: x if name == "image" else by_name[name] for name in self.spgm_inputs}
+        alpha = self.spgm_request.infer(feed, share_inputs=True, share_outputs=True)[0]
+        return np.array(alpha, dtype=np.float32)
+
+
+def resnet50_openvino(onnx_path: Path, image: np.ndarray, *, precision: str, threads: int) -> Callable[[], Any]:
+    """The ResNet-50 ceiling compiled as :class:`OpenVINOBackend` compiles SPG-IM.
+
+    Args:
+        onnx_path: a ResNet-50 ONNX graph with one image input.
+        image: the batch it runs on, ``(N, 3, H, W)``.
+        precision: ``"fp32"`` or ``"bf16"``.
+        threads: ``INFERENCE_NUM_THREADS``; 0 means one per physical core.
+
+    Returns:
+        A zero-argument call that runs one inference and returns the logits ``(N, 1000)``.
+    """
+    _check_usable(precision)
+    import openvino
+
+    compiled = _compile(openvino.Core(), Path(onnx_path), precision=precision, threads=threads)
+    request = compiled.create_infer_request()
+    feed = {0: np.ascontiguousarray(image, dtype=_element_dtype(compiled.input(0)))}
+
+    def run() -> Any:
+        return request.infer(feed, share_inputs=True)[0]
+
+    return run
