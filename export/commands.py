@@ -13,6 +13,15 @@ EXAMPLE = """example:
       --precision fp16 --height 512 --width 512 --dynamic --min-size 256x256 --max-size 1024x1024 \\
       --plugin build/native/libspgim_tst_plugin.so --workspace 4"""
 
+# The forms of spgim.export.attention_nodes.PORTABLE_ATTENTION, described here so that building
+# the parser does not import torch.
+ATTENTION_FORMS = {
+    "mha": "one com.microsoft MultiHeadAttention node, ONNX Runtime's fused CPU kernel, never stores the N x M scores",
+    "blocked": "standard ops in an ONNX Loop over 1024-query blocks, one block of scores at a time",
+    "sdpa": "the legacy exporter's scaled_dot_product_attention pattern, whole N x M scores",
+    "matmul": "MatMul/Softmax/MatMul over the whole N x M scores (the portable graph before mha)",
+}
+
 
 def _run(args: argparse.Namespace) -> int:
     from spgim.train.config import parse_size
@@ -33,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         opset=args.opset,
         workspace_gb=args.workspace,
         plugin=args.plugin,
+        **({"attention": args.attention} if args.attention else {}),
     )
     try:
         artifacts = run_export(request)
@@ -71,4 +81,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace in GB (default 4)")
     parser.add_argument("--plugin", type=Path, help="path of libspgim_tst_plugin.so (default: build/native)")
+    parser.add_argument(
+        "--attention",
+        help="how the portable ONNX (--formats onnx) spells each TST attention: "
+        + "; ".join(f"{name}: {text}" for name, text in ATTENTION_FORMS.items())
+        + " (default mha: the fastest and smallest on ONNX Runtime and OpenVINO CPU)",
+    )
     parser.set_defaults(handler=_run)

@@ -17,12 +17,13 @@ import torch
 
 from spgim import __version__
 from spgim.errors import SpgimError
+from spgim.tensorrt_build import build_engine, find_plugin_library, import_tensorrt
 from spgim.train.checkpoint import load_checkpoint, load_model, weights_digest
 from spgim.train.models import guide_channels
 from spgim.train.summary import model_summary
 from spgim.tst_op import plugin_description
 
-from spgim.tensorrt_build import build_engine, find_plugin_library, import_tensorrt
+from .attention_nodes import DEFAULT_PORTABLE_ATTENTION, portable_attention
 from .io_spec import GraphSpec, spd_spec, spgm_spec
 from .onnx_graphs import convert_fp16, export_onnx, trace_torchscript
 from .sidecar import file_sha256, write_sidecar
@@ -51,6 +52,7 @@ class ExportRequest:
     opset: int = 17
     workspace_gb: float = 4.0
     plugin: Path | None = None
+    attention: str = DEFAULT_PORTABLE_ATTENTION
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -90,6 +92,7 @@ def run_export(request: ExportRequest) -> list[dict[str, Any]]:
         raise SpgimError(
             f"unknown format or precision {', '.join(unknown)}; formats {FORMATS}, precisions {PRECISIONS}"
         )
+    portable_attention(request.attention)
     for side in (request.height, request.width):
         if side <= 0 or side % 32:
             raise SpgimError(f"export size {request.width}x{request.height} must be multiples of 32")
@@ -141,10 +144,21 @@ def run_export(request: ExportRequest) -> list[dict[str, Any]]:
             flavour = "portable" if fmt == "onnx" else "tensorrt"
             suffix = "" if flavour == "portable" else ".trt"
             fp32_path = request.out / f"{branch}{suffix}.onnx"
-            export_onnx(model, spec, example, fp32_path, flavour=flavour, opset=request.opset, dynamic=request.dynamic)
-            extra = {"opset": request.opset, "onnx_flavour": flavour}
+            export_onnx(
+                model,
+                spec,
+                example,
+                fp32_path,
+                flavour=flavour,
+                opset=request.opset,
+                dynamic=request.dynamic,
+                attention=request.attention,
+            )
+            extra: dict[str, Any] = {"opset": request.opset, "onnx_flavour": flavour}
             if flavour == "tensorrt":
                 extra["plugin"] = plugin_description()
+            elif branch == "spgm":
+                extra["attention"] = request.attention
             if "fp32" in request.precisions:
                 record(fp32_path, branch, fmt, "fp32", extra)
                 onnx_files[(branch, fmt, "fp32")] = fp32_path

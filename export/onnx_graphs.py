@@ -9,13 +9,17 @@ import onnx
 import torch
 from torch import nn
 
+from spgim.errors import SpgimError
 from spgim.train.models import attention_impl
 
+from .attention_nodes import DEFAULT_PORTABLE_ATTENTION, portable_attention
 from .io_spec import GraphSpec
 from .plugin_node import plugin_attention
 
-# Ops the fp16 graphs keep in fp32: softmax (portable attention), and the ops that make up the
-# input normalisation and the final clamps (Sub/Div on the image, Clip on the outputs).
+# Ops the fp16 graphs keep in fp32: softmax (the matmul, sdpa and blocked attention forms), and
+# the ops that make up the input normalisation and the final clamps (Sub/Div on the image, Clip
+# on the outputs). com.microsoft::MultiHeadAttention runs in fp16: ONNX Runtime's CPU kernel
+# takes float16 (tests/test_attention_export.py checks it against eager).
 FP32_OPS = ["Softmax", "Clip"]
 
 
@@ -38,14 +42,19 @@ def export_onnx(
     flavour: str,
     opset: int,
     dynamic: bool,
+    attention: str = DEFAULT_PORTABLE_ATTENTION,
 ) -> onnx.ModelProto:
     """Export one branch to ONNX and check it with ``onnx.checker`` (full check).
 
     Args:
-        flavour: ``"portable"`` (attention as MatMul/Softmax/MatMul) or ``"tensorrt"`` (one
-            ``TSTAttention`` plugin node per attention).
+        flavour: ``"portable"`` (standard ops, plus com.microsoft ones for the ``mha`` form) or
+            ``"tensorrt"`` (one ``TSTAttention`` plugin node per attention).
+        attention: the portable flavour's attention form, a key of
+            :data:`~spgim.export.attention_nodes.PORTABLE_ATTENTION`; the TensorRT flavour ignores it.
     """
-    impl = {"portable": "matmul", "tensorrt": plugin_attention}[flavour]
+    if flavour not in ("portable", "tensorrt"):
+        raise SpgimError(f"unknown ONNX flavour {flavour!r}; choose portable or tensorrt")
+    impl = portable_attention(attention) if flavour == "portable" else plugin_attention
     with warnings.catch_warnings(), torch.no_grad(), attention_impl(model, impl):
         # The legacy exporter is the one that emits an autograd.Function's symbolic() as a plain
         # custom node; the dynamo exporter would need a registered schema and translation table.
@@ -85,9 +94,85 @@ def convert_fp16(source: Path, target: Path) -> onnx.ModelProto:
             node_block_list=blocked_nodes,
             disable_shape_infer=False,
         )
+    _half_sequences(converted.graph)
+    _sort_with_outer_scope(converted.graph)
     onnx.checker.check_model(converted, full_check=True)
     onnx.save(converted, str(target))
     return converted
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies a node carries (Loop, If, Scan)."""
+    graphs = []
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            graphs.append(attribute.g)
+        graphs.extend(attribute.graphs)
+    return graphs
+
+
+def _half_sequences(graph: onnx.GraphProto) -> None:
+    """Make the tensor sequences of the blocked form's Loop float16 too.
+
+    The converter rewrites tensor types only: it leaves ``SequenceEmpty(dtype=float)`` and the
+    sequence value_info float32 while the Loop now inserts float16 blocks into them.
+    """
+    for node in graph.node:
+        if node.op_type == "SequenceEmpty":
+            for attribute in node.attribute:
+                if attribute.name == "dtype" and attribute.i == onnx.TensorProto.FLOAT:
+                    attribute.i = onnx.TensorProto.FLOAT16
+        for subgraph in _subgraphs(node):
+            _half_sequences(subgraph)
+    for value in (*graph.value_info, *graph.input, *graph.output):
+        element = value.type.sequence_type.elem_type.tensor_type
+        if value.type.HasField("sequence_type") and element.elem_type == onnx.TensorProto.FLOAT:
+            element.elem_type = onnx.TensorProto.FLOAT16
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads from its enclosing scopes (the blocked form's Loop body reads q, k, v)."""
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    read: set[str] = set()
+    for node in graph.node:
+        read.update(name for name in node.input if name)
+        for subgraph in _subgraphs(node):
+            read |= _outer_names(subgraph)
+        produced.update(node.output)
+    return read - produced
+
+
+def _sort_with_outer_scope(graph: onnx.GraphProto) -> None:
+    """Order nodes so that a Loop comes after the producers of what its body reads.
+
+    The converter's own sort sees explicit inputs only; in a fixed-size export the Loop's trip
+    count is a constant, so it could place the Loop before the q it slices.
+    """
+    nodes = list(graph.node)
+    needs = []
+    for node in nodes:
+        names = {name for name in node.input if name}
+        for subgraph in _subgraphs(node):
+            names |= _outer_names(subgraph)
+        needs.append(names)
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    producers = {name for node in nodes for name in node.output}
+    ordered: list[onnx.NodeProto] = []
+    pending = list(range(len(nodes)))
+    while pending:
+        # Keeps the given order wherever it is already valid.
+        deferred = []
+        for i in pending:
+            if all(name in available or name not in producers for name in needs[i]):
+                ordered.append(nodes[i])
+                available.update(nodes[i].output)
+            else:
+                deferred.append(i)
+        if len(deferred) == len(pending):
+            raise RuntimeError("the fp16 graph has a cycle")
+        pending = deferred
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _normalisation_nodes(graph: onnx.ModelProto) -> list[str]:

@@ -139,7 +139,9 @@ def test_tensorrt_flavour_has_one_plugin_node_per_attention(exported: dict) -> N
         assert set(attributes) == {"scale", "plugin_version"} and attributes["scale"] > 0
     portable = onnx.load(str(exported["out"] / "spgm.onnx"))
     assert not [n for n in portable.graph.node if n.op_type == PLUGIN_NAME]
-    assert sum(n.op_type == "Softmax" for n in portable.graph.node) == len(nodes)
+    # The default portable form: one com.microsoft MultiHeadAttention per attention, no Softmax over N x M.
+    attention = [n for n in portable.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(attention) == len(nodes) and {n.domain for n in attention} == {"com.microsoft"}
 
 
 def test_sidecars_describe_every_artifact(exported: dict) -> None:
