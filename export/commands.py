@@ -11,7 +11,9 @@ EXAMPLE = """example:
       --formats torchscript,onnx,onnx-trt --precision fp32,fp16 --height 512 --width 512
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats engine \\
       --precision fp16 --height 512 --width 512 --dynamic --min-size 256x256 --max-size 1024x1024 \\
-      --plugin build/native/libspgim_tst_plugin.so --workspace 4"""
+      --plugin build/native/libspgim_tst_plugin.so --workspace 4
+  spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats onnx,openvino,pt2 \\
+      --precision fp32,bf16 --height 512 --width 512 --dynamic --min-size 64x64 --max-size 1280x1280"""
 
 # The forms of spgim.export.attention_nodes.PORTABLE_ATTENTION, described here so that building
 # the parser does not import torch.
@@ -70,9 +72,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--formats",
         default="torchscript,onnx,onnx-trt",
-        help="comma list of torchscript, onnx, onnx-trt, engine (default torchscript,onnx,onnx-trt)",
+        help="comma list of torchscript, onnx, onnx-trt, openvino (IR), pt2 (torch.export + AOTInductor, compiled "
+        "for this CPU), engine (default torchscript,onnx,onnx-trt)",
     )
-    parser.add_argument("--precision", default="fp32,fp16", help="comma list of fp32, fp16 (default both)")
+    parser.add_argument(
+        "--precision",
+        default="fp32,fp16",
+        help="comma list of fp32, fp16 (ONNX, engines), bf16 (pt2); default fp32,fp16. TorchScript and OpenVINO IR "
+        "are written in fp32 and cast by their runtimes",
+    )
     parser.add_argument("--height", type=int, default=512, help="input height, a multiple of 32 (default 512)")
     parser.add_argument("--width", type=int, default=512, help="input width, a multiple of 32 (default 512)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch and spatial axes")

@@ -28,10 +28,20 @@ from .io_spec import GraphSpec, spd_spec, spgm_spec
 from .onnx_graphs import convert_fp16, export_onnx, trace_torchscript
 from .sidecar import file_sha256, write_sidecar
 
-FORMATS = ("torchscript", "onnx", "onnx-trt", "engine")
-PRECISIONS = ("fp32", "fp16")
+FORMATS = ("torchscript", "onnx", "onnx-trt", "openvino", "pt2", "engine")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Which precisions each format is written in (others in --precision are for the other formats); TorchScript
+# and OpenVINO IR are written in fp32 and cast by their runtimes.
+FORMAT_PRECISIONS = {
+    "torchscript": ("fp32",),
+    "onnx": ("fp32", "fp16"),
+    "onnx-trt": ("fp32", "fp16"),
+    "openvino": ("fp32",),
+    "pt2": ("fp32", "bf16"),
+    "engine": ("fp32", "fp16"),
+}
 MANIFEST = "spgim-export.json"
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16"}
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass
@@ -136,7 +146,11 @@ def run_export(request: ExportRequest) -> list[dict[str, Any]]:
             path = request.out / f"{branch}.torchscript.pt"
             trace_torchscript(model, spec, example, path)
             record(path, branch, "torchscript", "fp32", {})
-        flavours = [f for f in ("onnx", "onnx-trt") if f in request.formats or "engine" in request.formats]
+        # OpenVINO IR and engines are made from the ONNX graphs, which are then written too.
+        needs_onnx = {"onnx": ("openvino", "engine"), "onnx-trt": ("engine",)}
+        flavours = [
+            f for f in ("onnx", "onnx-trt") if f in request.formats or set(needs_onnx[f]) & set(request.formats)
+        ]
         for fmt in flavours:
             # SPD has no attention: its TensorRT-flavour graph is the portable one.
             if fmt == "onnx-trt" and branch == "spd":
@@ -167,11 +181,59 @@ def run_export(request: ExportRequest) -> list[dict[str, Any]]:
                 convert_fp16(fp32_path, fp16_path)
                 record(fp16_path, branch, fmt, "fp16", extra)
                 onnx_files[(branch, fmt, "fp16")] = fp16_path
+            if fmt == "onnx" and "openvino" in request.formats:
+                _write_openvino_ir(request, branch, fp32_path, extra, record)
     _write_manifest(request)
+    if "pt2" in request.formats:
+        _write_pt2(request, specs, models, examples, record)
+        _write_manifest(request)
     if "engine" in request.formats:
         _build_engines(request, specs, onnx_files, record)
         _write_manifest(request)
     return request.artifacts
+
+
+def _write_openvino_ir(
+    request: ExportRequest, branch: str, onnx_path: Path, extra: dict[str, Any], record: Any
+) -> None:
+    """OpenVINO IR of the portable fp32 graph; its ``.bin`` is recorded in the sidecar and checked on load."""
+    from .openvino_ir import export_openvino_ir
+
+    xml = request.out / f"{branch}.xml"
+    export_openvino_ir(onnx_path, xml)
+    weights = xml.with_suffix(".bin")
+    companions = [{"file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)}]
+    record(xml, branch, "openvino", "fp32", {**extra, "onnx_source": onnx_path.name, "companions": companions})
+
+
+def _write_pt2(
+    request: ExportRequest,
+    specs: dict[str, GraphSpec],
+    models: dict[str, torch.nn.Module],
+    examples: dict[str, tuple],
+    record: Any,
+) -> None:
+    """AOTInductor packages for this CPU, one per branch and precision (fp32, bf16) asked for."""
+    from .pt2 import export_pt2
+
+    sizes = _size_profile(request)
+    precisions = [p for p in request.precisions if p in FORMAT_PRECISIONS["pt2"]]
+    if not precisions:
+        raise SpgimError(f"pt2 packages are fp32 or bf16; --precision {','.join(request.precisions)} asks for neither")
+    for precision in precisions:
+        for branch in ("spd", "spgm"):
+            path = request.out / f"{branch}.{precision}.pt2"
+            facts = export_pt2(
+                models[branch],
+                specs[branch],
+                examples[branch],
+                path,
+                precision=precision,
+                min_hw=_height_width(sizes["min"]),
+                max_hw=_height_width(sizes["max"]),
+                dynamic=request.dynamic,
+            )
+            record(path, branch, "pt2", precision, facts)
 
 
 def _build_engines(
@@ -180,7 +242,7 @@ def _build_engines(
     import_tensorrt()
     plugin = find_plugin_library(request.plugin)
     sizes = _size_profile(request)
-    for precision in request.precisions:
+    for precision in [p for p in request.precisions if p in FORMAT_PRECISIONS["engine"]]:
         for branch in ("spd", "spgm"):
             fmt = "onnx" if branch == "spd" else "onnx-trt"
             source = onnx_files[(branch, fmt, precision)]

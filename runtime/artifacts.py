@@ -57,6 +57,12 @@ def load_artifacts(folder: str | Path) -> list[Artifact]:
                 f"{path} is {path.stat().st_size} bytes, its sidecar says {sidecar.get('artifact_bytes')}: "
                 "truncated or replaced; export again"
             )
+        for companion in sidecar.get("companions", []):  # files that travel with it (OpenVINO IR's .bin)
+            extra = root / companion["file"]
+            if not extra.is_file() or extra.stat().st_size != companion.get("bytes"):
+                raise SpgimError(
+                    f"{extra} ({path.name}'s {companion['file']}) is missing, truncated or replaced; export again"
+                )
         artifacts.append(Artifact(item["branch"], item["format"], item["precision"], path, sidecar))
     if not artifacts:
         raise SpgimError(f"{root / MANIFEST} lists no artifacts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import warnings
@@ -17,6 +18,7 @@ from spgim.cli import main
 from spgim.errors import SpgimError
 from spgim.export.openvino_ir import export_openvino_ir
 from spgim.runtime.artifacts import Artifact, load_artifacts, select_pair
+from spgim.runtime.matting import Matter
 from spgim.runtime.openvino_backend import OpenVINOBackend, openvino_unavailable, resnet50_openvino
 from spgim.train.checkpoint import save_checkpoint, weights_digest
 from spgim.train.config import get_config
@@ -42,18 +44,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Pair],
     )
     out = tmp / "model"
     command = ["export", "--spd", str(tmp / "spd.pt"), "--spgm", str(tmp / "spgm.pt"), "--out", str(out)]
-    command += ["--formats", "onnx", "--precision", "fp32", "--height", "128", "--width", "128"]
-    assert main([*command, "--dynamic", "--max-size", "256x256"]) == 0
+    command += ["--precision", "fp32", "--height", "128", "--width", "128"]
+    assert main([*command, "--formats", "onnx,openvino", "--dynamic", "--max-size", "256x256"]) == 0
     command[command.index("--out") + 1] = str(tmp / "fixed")
-    assert main(command) == 0  # batch 1 and 128x128 only
-    onnx_pair = select_pair(load_artifacts(out), "onnx", "fp32")
-    ir_pair = []
-    for artifact in onnx_pair:
-        xml = out / f"{artifact.branch}.xml"
-        export_openvino_ir(artifact.path, xml)
-        assert xml.with_suffix(".bin").is_file()
-        ir_pair.append(dataclasses.replace(artifact, format="openvino", path=xml))
-    pairs = {"onnx": onnx_pair, "ir": (ir_pair[0], ir_pair[1])}
+    assert main([*command, "--formats", "onnx"]) == 0  # batch 1 and 128x128 only
+    pairs = {"onnx": select_pair(load_artifacts(out), "onnx", "fp32")}
+    pairs["ir"] = select_pair(load_artifacts(out), "openvino", "fp32")
+    assert all(a.path.suffix == ".xml" and a.path.with_suffix(".bin").is_file() for a in pairs["ir"])
     pairs["fixed"] = select_pair(load_artifacts(tmp / "fixed"), "onnx", "fp32")
     return pairs, spd, spgm
 
@@ -153,3 +150,18 @@ def test_resnet50_ceiling_runner_gives_logits(tmp_path: Path) -> None:
     logits = run()
     assert logits.shape == (1, 1000)
     np.testing.assert_allclose(logits, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_export_writes_ir_that_matter_prefers_and_checks(exported: tuple, tmp_path: Path) -> None:
+    folder = exported[0]["ir"][0].path.parent
+    matter = Matter(folder, backend="openvino", work_size=128)
+    assert matter.backend_name == "openvino (ir, fp32)"
+    frames = np.random.default_rng(5).integers(0, 256, size=(2, 96, 160, 3), dtype=np.uint8)
+    on_onnx = Matter(folder, backend="onnxruntime", work_size=128)(frames)
+    np.testing.assert_allclose(matter(frames), on_onnx, atol=1e-4)
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    weights = copy / "spgm.bin"
+    weights.write_bytes(weights.read_bytes()[:-4])
+    with pytest.raises(SpgimError, match=r"spgm\.bin \(spgm\.xml's spgm\.bin\) is missing, truncated or replaced"):
+        Matter(copy, backend="openvino")
