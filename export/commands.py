@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         artifacts = run_export(request)
     finally:
         for item in request.artifacts:
-            size = (args.out / item["file"]).stat().st_size / 1e6
             where = args.out / item["file"]
+            sidecar = json.loads(where.with_name(where.name + ".json").read_text())
+            # With the files that travel with it (OpenVINO IR's .bin).
+            size = (where.stat().st_size + sum(c["bytes"] for c in sidecar.get("companions", []))) / 1e6
             print(f"{item['branch']:<5} {item['format']:<12} {item['precision']:<5} {size:8.1f} MB  {where}")
     print(f"exported {len(artifacts)} artifacts to {args.out} (sidecars beside each, index in spgim-export.json)")
     return 0

@@ -10,6 +10,7 @@ sizes first, with one line.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Callable
@@ -71,6 +72,8 @@ def _size_range(sidecar: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, in
 
 def load_package(path: Path) -> Any:
     """An AOTInductor package loaded for the CPU, as a callable; a corrupt one raises one :class:`SpgimError` line."""
+    # torch.utils.cpp_extension warns "No CUDA runtime is found" on import on every CPU-only machine.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch._inductor
 
     os.environ.setdefault(CHECK_INPUTS_ENV, "1")

@@ -254,9 +254,12 @@ def runnable(record: BackendRecord, artifacts: list[Artifact], precision: str) -
     """Why ``record`` cannot run ``precision`` on these artifacts on this machine, or None when it can."""
     if precision not in record.precisions:
         return f"{record.name} has no {precision}"
-    if not has_artifacts(record, artifacts, precision):
-        return f"{record.name} {precision}: no {'/'.join(record.formats)} artifacts in this folder"
-    return record.probe(precision)
+    # What the machine lacks comes first: it holds for every export folder.
+    return record.probe(precision) or (
+        None
+        if has_artifacts(record, artifacts, precision)
+        else f"{record.name} {precision}: no {'/'.join(record.formats)} artifacts in this folder"
+    )
 
 
 def usable_backends(model_dir: str | Path) -> list[str]:

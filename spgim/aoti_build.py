@@ -7,6 +7,7 @@ Neither imports the other: this module needs only the standard library until a c
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -64,6 +65,8 @@ def compile_package(program: Any, path: Path) -> dict[str, Any]:
     Raises:
         SpgimError: no C++ compiler, or the compile failed (one line).
     """
+    # torch.utils.cpp_extension warns "No CUDA runtime is found" on import on every CPU-only machine.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch
     from torch._inductor import cpu_vec_isa
 

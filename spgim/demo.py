@@ -132,26 +132,23 @@ def _matte(model: Path, clip: Path, out: Path) -> None:
 
 
 def _bench(model: Path, clip: Path, out: Path, iters: int) -> None:
-    """The reduced precisions each engine is built for: ONNX Runtime fp16, TorchScript bf16 (fp16 on a CPU is slow)."""
+    """Every backend x precision this machine can run on the export; what it cannot run is listed with its reason."""
     from spgim.runtime.bench import format_report, run_bench, write_report
-    from spgim.runtime.machine import native_bf16_missing
+    from spgim.runtime.registry import usable_backends
     from spgim.streaming.bench import video_bench
 
-    script_precisions = ["fp32"]
-    missing = native_bf16_missing()
-    if missing is None:
-        script_precisions.append("bf16")
-    else:
-        print(f"demo: bench skips bf16: {missing}")
     width, height = CLIP_SIZE
-    common: dict[str, Any] = {"height": height, "width": width, "warmup": 1, "iters": iters}
-    report = run_bench(model, backends=["onnxruntime", "onnxruntime-twin"], precisions=["fp32", "fp16"], **common)
-    script = run_bench(model, backends=["torchscript"], precisions=script_precisions, **common)
-    report["rows"] += script["rows"]
-    report["reduced_vs_full"] += script["reduced_vs_full"]
-    video = video_bench(
-        model, clip, backend="onnxruntime", precision="fp32", work_size=max(CLIP_SIZE), warmup=1, iters=iters
+    report = run_bench(
+        model,
+        backends=usable_backends(model),
+        precisions=["fp32", "fp16", "bf16"],
+        height=height,
+        width=width,
+        warmup=1,
+        iters=iters,
     )
+    # The end-to-end row runs what the matte step's auto picked (the cached ranking: no second measurement).
+    video = video_bench(model, clip, backend="auto", precision="fp32", work_size=max(CLIP_SIZE), warmup=1, iters=iters)
     report["video"] = [video]
     print(format_report(report))
     write_report(report, out / "bench.json", out / "bench.png")
