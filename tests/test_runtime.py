@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -185,3 +187,18 @@ def test_bench_writes_json_and_png(exported: tuple, tmp_path: Path) -> None:
     assert {s["backend"] for s in report["reduced_vs_full"]} == {b for b, p in rows if p != "fp32"}
     assert all(s["alpha_abs_diff"]["mean"] < 1e-2 for s in report["reduced_vs_full"])
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_keeps_a_row_whose_ceiling_cannot_be_built(
+    exported: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_ceiling(*_: object) -> None:
+        raise SpgimError("AOTInductor needs a C++ compiler: apt-get install g++ (or set CXX to one)")
+
+    record = dataclasses.replace(BACKENDS["onnxruntime"], ceiling=no_ceiling)
+    monkeypatch.setitem(BACKENDS, "onnxruntime", record)
+    command = ["bench", "--model", str(exported[0]), "--backend", "onnxruntime", "--precision", "fp32"]
+    assert main([*command, "--size", "64x64", "--warmup", "0", "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "no ResNet-50 ceiling for onnxruntime (onnx, fp32): AOTInductor needs a C++ compiler" in out
+    assert re.search(r"onnxruntime \(onnx, fp32\)\s+fp32(\s+[0-9.]+){5}\s+-\s+-", out)
