@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from test_runtime import _export
 
-from spgim.cli import main
 from spgim.errors import SpgimError
 from spgim.export.openvino_ir import export_openvino_ir
 from spgim.runtime.artifacts import Artifact, load_artifacts, select_pair
 from spgim.runtime.matting import Matter
 from spgim.runtime.openvino_backend import OpenVINOBackend, openvino_unavailable, resnet50_openvino
-from spgim.train.checkpoint import save_checkpoint, weights_digest
-from spgim.train.config import get_config
-from spgim.train.models import build_model
 
 Pair = tuple[Artifact, Artifact]
 
@@ -31,27 +28,13 @@ Pair = tuple[Artifact, Artifact]
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Pair], torch.nn.Module, torch.nn.Module]:
     """A random-weight tiny pair as portable ONNX (dynamic, up to 256x256), as OpenVINO IR, and fixed-shape ONNX."""
     tmp = tmp_path_factory.mktemp("openvino")
-    torch.manual_seed(0)
-    config = get_config("tiny")
-    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
-    save_checkpoint(tmp / "spd.pt", branch="spd", config=config, model=spd)
-    save_checkpoint(
-        tmp / "spgm.pt",
-        branch="spgm",
-        config=config,
-        model=spgm,
-        extra={"spd_digest": weights_digest(spd.state_dict())},
-    )
-    out = tmp / "model"
-    command = ["export", "--spd", str(tmp / "spd.pt"), "--spgm", str(tmp / "spgm.pt"), "--out", str(out)]
-    command += ["--precision", "fp32", "--height", "128", "--width", "128"]
-    assert main([*command, "--formats", "onnx,openvino", "--dynamic", "--max-size", "256x256"]) == 0
-    command[command.index("--out") + 1] = str(tmp / "fixed")
-    assert main([*command, "--formats", "onnx"]) == 0  # batch 1 and 128x128 only
+    (tmp / "fixed").mkdir()
+    out, spd, spgm = _export(tmp, seed=0, formats="onnx,openvino")
+    fixed = _export(tmp / "fixed", seed=0, dynamic=False, formats="onnx")[0]  # batch 1 and 128x128 only
     pairs = {"onnx": select_pair(load_artifacts(out), "onnx", "fp32")}
     pairs["ir"] = select_pair(load_artifacts(out), "openvino", "fp32")
     assert all(a.path.suffix == ".xml" and a.path.with_suffix(".bin").is_file() for a in pairs["ir"])
-    pairs["fixed"] = select_pair(load_artifacts(tmp / "fixed"), "onnx", "fp32")
+    pairs["fixed"] = select_pair(load_artifacts(fixed), "onnx", "fp32")
     return pairs, spd, spgm
 
 
