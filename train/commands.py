@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +17,10 @@ EXAMPLES = {
         "  spgim data clip --out clip.mp4 --alpha clip-alpha.mkv --fps 30000/1001\n\n"
         "writes FILE as H.264 (yuv420p) + AAC MP4; --alpha writes the true alpha as lossless FFV1 .mkv;\n"
         "the same arguments give the same frames."
+    ),
+    "eval_video": (
+        "  spgim eval --video clip.mp4 --truth clip-alpha.mkv --model exported --json scores.json\n"
+        "  spgim eval --truth clip-alpha.mkv --prediction matted-alpha.mkv"
     ),
 }
 
@@ -80,6 +85,88 @@ def _register_clip(actions: Any) -> None:
     clip.set_defaults(handler=_clip)
 
 
+_CHECKPOINT_FLAGS = {"spd": "--spd", "spgm": "--spgm", "data": "--data"}
+
+
+def _add_video_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--video`` mode of ``spgim eval``; which flags each mode needs is checked in :func:`_eval`."""
+    video = parser.add_argument_group("video evaluation (instead of --spd/--spgm/--data)")
+    video.add_argument("--video", type=Path, metavar="CLIP", help="the clip to matte with --model")
+    video.add_argument(
+        "--truth", type=Path, metavar="ALPHA", help="its true alpha: a video (e.g. FFV1 .mkv) or PNG folder"
+    )
+    video.add_argument("--model", type=Path, metavar="DIR", help="an `spgim export` folder to matte CLIP with")
+    video.add_argument(
+        "--prediction", type=Path, metavar="ALPHA", help="instead of --model: an existing predicted alpha to score"
+    )
+    video.add_argument("--json", type=Path, metavar="OUT", help="write the per-frame and mean scores here")
+    video.add_argument("--backend", default="auto", help="runtime backend for --model (default auto)")
+    video.add_argument("--work-size", default="512", metavar="N", help="working size for --model (default 512)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """Handler of ``spgim eval``: checkpoints on a dataset, or an alpha video against its truth."""
+    from spgim.errors import SpgimError
+
+    from . import train_command
+
+    video_mode = any(getattr(args, name) is not None for name in ("video", "truth", "model", "prediction"))
+    if not video_mode:
+        missing = [flag for dest, flag in _CHECKPOINT_FLAGS.items() if getattr(args, dest) is None]
+        if missing:
+            raise SpgimError(f"give {', '.join(missing)} (checkpoint evaluation), or --video and --truth")
+        return train_command.run_eval(args)
+    mixed = [flag for dest, flag in _CHECKPOINT_FLAGS.items() if getattr(args, dest) is not None]
+    if mixed:
+        raise SpgimError(f"{', '.join(mixed)} belong to checkpoint evaluation; video evaluation takes --video/--truth")
+    return _eval_video(args)
+
+
+def _eval_video(args: argparse.Namespace) -> int:
+    import sys
+    import tempfile
+
+    from spgim.errors import SpgimError
+
+    from .video_metrics import evaluate_alpha_videos
+
+    if args.truth is None:
+        raise SpgimError("give the true alpha with --truth")
+    if (args.model is None) == (args.prediction is None):
+        raise SpgimError("give one of --model (matte --video with it) or --prediction (an existing alpha)")
+    if args.prediction is not None:
+        scores = evaluate_alpha_videos(args.prediction, args.truth)
+    else:
+        if args.video is None:
+            raise SpgimError("give the clip to matte with --video")
+        work_size = _option("--work-size", args.work_size, int, "a whole number of pixels")
+        # The one place train reaches up to streaming: scoring a model on a clip means matting it exactly as
+        # `spgim matte` does. Imported here so that `spgim --help` and training never load the runtime.
+        from spgim.streaming.job import matte_video
+
+        def log(message: str) -> None:
+            print(f"spgim eval: {message}", file=sys.stderr, flush=True)
+
+        with tempfile.TemporaryDirectory(prefix="spgim-eval-") as folder:
+            # A PNG folder: lossless, so the score is the model's and not the encoder's.
+            predicted = Path(folder) / "alpha"
+            matte_video(
+                args.video,
+                model=args.model,
+                alpha=predicted,
+                backend=args.backend,
+                work_size=work_size,
+                progress=False,
+                log=log,
+            )
+            scores = evaluate_alpha_videos(predicted, args.truth)
+    print(scores.summary_line())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(scores.to_json(), indent=2))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``data``, ``train``, ``eval`` and ``summary`` to the ``spgim`` command."""
     from . import train_command
@@ -112,13 +199,15 @@ def register(subparsers: Any) -> None:
 
     evaluate = subparsers.add_parser(
         "eval",
-        help="SAD, MSE, Grad and Conn of an SPD + SPGM pair on a test split",
-        description="Evaluate SPD + SPGM on DATA/test (whole image; unknown region too when trimaps exist).",
-        epilog=train_command.EVAL_EXAMPLE,
+        help="SAD, MSE, Grad and Conn of an SPD + SPGM pair on a test split, or of a matted video",
+        description="Evaluate SPD + SPGM on DATA/test (whole image; unknown region too when trimaps exist), "
+        "or, with --video/--truth, an exported model's (or an existing) alpha video against the true alpha.",
+        epilog=f"{train_command.EVAL_EXAMPLE}\n{EXAMPLES['eval_video']}",
         formatter_class=formatter,
     )
     train_command.add_eval_arguments(evaluate)
-    evaluate.set_defaults(handler=train_command.run_eval)
+    _add_video_eval_arguments(evaluate)
+    evaluate.set_defaults(handler=_eval)
 
     summary = subparsers.add_parser(
         "summary",

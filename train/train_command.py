@@ -136,9 +136,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``spgim eval``."""
-    parser.add_argument("--spd", required=True, type=Path, help="SPD checkpoint")
-    parser.add_argument("--spgm", required=True, type=Path, help="SPGM checkpoint trained with that SPD")
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder with test/merged and test/alpha")
+    # Not required=True: `spgim eval --video` takes other flags; the handler says which ones are missing.
+    parser.add_argument("--spd", type=Path, help="SPD checkpoint")
+    parser.add_argument("--spgm", type=Path, help="SPGM checkpoint trained with that SPD")
+    parser.add_argument("--data", type=Path, help="dataset folder with test/merged and test/alpha")
     parser.add_argument("--out", type=Path, help="write the metrics JSON here")
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
 
