@@ -102,13 +102,18 @@ def _export(spd: Path, spgm: Path, folder: Path) -> Path:
     return folder
 
 
+def _truth_of(clip: Path) -> Path:
+    """Where the clip's true alpha is written: ``clip-alpha.mkv`` beside it (lossless FFV1)."""
+    return clip.with_name(f"{clip.stem}-alpha.mkv")
+
+
 def _clip(path: Path, frames: int) -> Path:
     from spgim.train.data.clip import render_clip
 
-    if path.is_file():
+    if path.is_file() and _truth_of(path).is_file():
         print(f"demo: reusing the clip {path}")
         return path
-    info = render_clip(path, frames=frames, size=CLIP_SIZE, fps=24, seed=DEMO_SEED)
+    info = render_clip(path, frames=frames, size=CLIP_SIZE, fps=24, seed=DEMO_SEED, alpha_path=_truth_of(path))
     width, height = info.size
     print(f"demo: rendered {path} ({info.frames} frames, {width}x{height}, objects: {', '.join(info.objects)})")
     return path
@@ -122,6 +127,7 @@ def _matte(model: Path, clip: Path, out: Path) -> None:
         model=model,
         output=out / "composite.mp4",
         foreground=out / "foreground.mov",
+        alpha=out / "alpha",  # PNGs: lossless, so the quality line scores the model, not an encoder
         work_size=max(CLIP_SIZE),
         progress=False,
     )
@@ -129,6 +135,18 @@ def _matte(model: Path, clip: Path, out: Path) -> None:
         print(f"demo: note: {note}")
     print(f"demo: matted {clip} -> {out / 'composite.mp4'}, {out / 'foreground.mov'} (ProRes 4444)")
     print(f"demo: {result.summary_line()}")
+    _quality(out / "alpha", _truth_of(clip), out / "quality.json")
+
+
+def _quality(predicted: Path, truth: Path, report: Path) -> None:
+    """The matte against the clip's true alpha, from the files on disk (the same evaluation as spgim eval --video)."""
+    import json
+
+    from spgim.train.video_metrics import evaluate_alpha_videos
+
+    scores = evaluate_alpha_videos(predicted, truth)
+    report.write_text(json.dumps(scores.to_json(), indent=2) + "\n")
+    print(f"demo: quality against the true alpha {truth.name}: {scores.summary_line()}")
 
 
 def _bench(model: Path, clip: Path, out: Path, iters: int) -> None:
