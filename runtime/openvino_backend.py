@@ -132,11 +132,13 @@ class OpenVINOBackend:
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(image, dtype=self.dtype)
-        # SPD's outputs are views of its request's buffers, valid until its next call: SPGM reads them first.
-        features = self.spd_request.infer({"image": x}, share_inputs=True, share_outputs=True).to_dict()
+        # Copies in and out, no share_inputs/share_outputs: with shared numpy buffers a request keeps pointing at
+        # arrays Python may free, and one full test run died of SIGSEGV (not reproduced alone); the copies are
+        # milliseconds against the model's time.
+        features = self.spd_request.infer({"image": x}).to_dict()
         by_name = {port.get_any_name(): value for port, value in features.items()}
         feed = {name: x if name == "image" else by_name[name] for name in self.spgm_inputs}
-        alpha = self.spgm_request.infer(feed, share_inputs=True, share_outputs=True)[0]
+        alpha = self.spgm_request.infer(feed)[0]
         return np.array(alpha, dtype=np.float32)
 
 
@@ -160,6 +162,6 @@ def resnet50_openvino(onnx_path: Path, image: np.ndarray, *, precision: str, thr
     feed = {0: np.ascontiguousarray(image, dtype=_element_dtype(compiled.input(0)))}
 
     def run() -> Any:
-        return request.infer(feed, share_inputs=True)[0]
+        return request.infer(feed)[0]
 
     return run
