@@ -88,20 +88,12 @@ class Matter:
         self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions
     ) -> tuple[str, str, str]:
         names = [name for name, record in BACKENDS.items() if record.in_auto] if backend == "auto" else [backend]
-        candidates = []
-        for name in names:
-            record = BACKENDS[name]
-            for wanted in record.precisions if precision == "auto" else (precision,):
-                if runnable(record, self.artifacts, wanted) is None:
-                    candidates.append((name, wanted))
+        wanted = [(n, p) for n in names for p in (BACKENDS[n].precisions if precision == "auto" else (precision,))]
+        reasons = {item: runnable(BACKENDS[item[0]], self.artifacts, item[1]) for item in wanted}
+        candidates = [item for item, reason in reasons.items() if reason is None]
         if not candidates:
-            reasons = "; ".join(
-                f"{name}: {runnable(BACKENDS[name], self.artifacts, p)}"
-                for name in names
-                for p in (BACKENDS[name].precisions if precision == "auto" else (precision,))
-                if runnable(BACKENDS[name], self.artifacts, p)
-            )
-            raise SpgimError(f"no backend can run {model_dir} in {precision}: {reasons}")
+            why = "; ".join(f"{name} {p}: {reason}" for (name, p), reason in reasons.items())
+            raise SpgimError(f"no backend can run {model_dir} in {precision}: {why}")
         work_hw = self._ranking_size()
         ranking = rank(model_dir, self.artifacts, candidates, work_hw, options)
         picked = ranking.choose(backend, precision)
