@@ -10,6 +10,7 @@ refuses it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,13 @@ def openvino_unavailable(precision: str) -> str | None:
     if precision not in PRECISION_HINTS:
         return f"openvino runs {' or '.join(PRECISION_HINTS)}, not {precision}"
     try:
-        import openvino
+        import openvino  # noqa: F401  (the import is the probe: the wheel may be absent or broken)
     except (ImportError, OSError):
         return f"openvino is not installed: pip install {OPENVINO_PIN}"
     if precision != "bf16":
         return None
     try:
-        capabilities = [str(c) for c in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        capabilities = [str(c) for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception as error:  # a broken install fails in C++ (RuntimeError) or in the bindings' own types
         return f"openvino cannot query the CPU plugin: {_first_line(error)}"
     if "BF16" in capabilities:
@@ -53,6 +54,19 @@ def openvino_unavailable(precision: str) -> str | None:
         f"are {', '.join(capabilities)} and /proc/cpuinfo has {', '.join(found) or 'neither avx512_bf16 nor amx_bf16'}"
         "; run fp32, or bf16 on such a CPU"
     )
+
+
+@functools.cache
+def shared_core() -> Any:
+    """One ``openvino.Core`` for the process, never released.
+
+    Every compiled model and request is made from it and it outlives them all: with a Core per backend,
+    released while its compiled models lived on, the full test suite died of SIGSEGV (no Python traceback)
+    at a later garbage collection.
+    """
+    import openvino
+
+    return openvino.Core()
 
 
 def _first_line(error: BaseException) -> str:
@@ -102,11 +116,10 @@ class OpenVINOBackend:
 
     def __init__(self, spd: Artifact, spgm: Artifact, *, precision: str = "fp32", threads: int = 0) -> None:
         _check_usable(precision)
-        import openvino
 
         kind = "ir" if spgm.path.suffix == ".xml" else "onnx"
         self.name = f"openvino ({kind}, {precision})"
-        core = openvino.Core()
+        core = shared_core()
         self.spd = _compile(core, spd.path, precision=precision, threads=threads)
         self.spgm = _compile(core, spgm.path, precision=precision, threads=threads)
         self.spd_request = self.spd.create_infer_request()
@@ -155,9 +168,8 @@ def resnet50_openvino(onnx_path: Path, image: np.ndarray, *, precision: str, thr
         A zero-argument call that runs one inference and returns the logits ``(N, 1000)``.
     """
     _check_usable(precision)
-    import openvino
 
-    compiled = _compile(openvino.Core(), Path(onnx_path), precision=precision, threads=threads)
+    compiled = _compile(shared_core(), Path(onnx_path), precision=precision, threads=threads)
     request = compiled.create_infer_request()
     feed = {0: np.ascontiguousarray(image, dtype=_element_dtype(compiled.input(0)))}
 
