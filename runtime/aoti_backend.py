@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,19 +142,31 @@ class AOTInductorBackend:
                 "(multiples of 32); export pt2 with --dynamic --min-size/--max-size to cover it"
             )
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.dtype)
+    def _call(self, package: Any, *inputs: Any) -> Any:
         try:
-            with torch.inference_mode():
-                features = self.spd(x)
-                alpha = self.spgm(x, *features)
+            with self.torch.inference_mode():
+                return package(*inputs)
         except RuntimeError as error:
             first = (str(error).strip().splitlines() or ["RuntimeError"])[0]
             raise SpgimError(f"{self.name} failed on {self.package_names}: {first[:200]}") from None
+
+    def _tensor(self, value: Any) -> Any:
+        x = self.torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        return x.to(self.dtype).contiguous()
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        return self.run_spgm(image, self.run_spd(image))
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """SPD's outputs as tensors in the package's dtype (kept as tensors: numpy has no bfloat16)."""
+        return tuple(self._call(self.spd, self._tensor(image)))
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> np.ndarray:
+        alpha = self._call(self.spgm, self._tensor(image), *(self._tensor(f) for f in features))
         if isinstance(alpha, list | tuple):
             (alpha,) = alpha
-        return alpha.float().contiguous().numpy()
+        result: np.ndarray = alpha.float().contiguous().numpy()
+        return result
 
 
 def resnet50_aoti(image: Any, *, precision: str, workdir: Path) -> Callable[[], Any]:

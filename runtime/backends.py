@@ -8,6 +8,7 @@ the traced modules in fp32, bf16 or fp16. SPD's outputs go straight to SPGM insi
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,9 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch, fixed_batch
+from .protocol import SPD_OUTPUTS, batch_slices, check_fixed_batch, fixed_batch
 
-SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
+SPGM_INPUTS = ("image", *SPD_OUTPUTS)
 
 
 def session_options(*, threads: int = 0, spinning: bool = True) -> Any:
@@ -58,12 +59,16 @@ class OnnxRuntimeBackend:
         # Graphs exported without --dynamic have a fixed batch (1): larger batches run in slices.
         fixed = fixed_batch(self.spd.get_inputs()[0].shape)
         check_fixed_batch(len(image), fixed, self.name)
-        return np.concatenate([self._run(image[part]) for part in batch_slices(len(image), fixed)])
+        parts = batch_slices(len(image), fixed)
+        return np.concatenate([self.run_spgm(image[part], self.run_spd(image[part])) for part in parts])
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
-        x = image.astype(self.dtype)
-        features = self.spd.run(None, {"image": x})
-        alpha = self.spgm.run(None, dict(zip(SPGM_INPUTS, [x, *features], strict=True)))[0]
+    def run_spd(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """SPD's outputs, in the graph's dtype (float16 for fp16 graphs)."""
+        return tuple(self.spd.run(None, {"image": image.astype(self.dtype, copy=False)}))
+
+    def run_spgm(self, image: np.ndarray, features: Sequence[np.ndarray]) -> np.ndarray:
+        inputs = [np.asarray(x, dtype=self.dtype) for x in (image, *features)]
+        alpha = self.spgm.run(None, dict(zip(SPGM_INPUTS, inputs, strict=True)))[0]
         return np.asarray(alpha, dtype=np.float32)
 
 
@@ -98,17 +103,32 @@ class TorchScriptBackend:
         except RuntimeError as error:
             raise SpgimError(f"cannot load TorchScript {spd.path.name}/{spgm.path.name}: {str(error)[:160]}") from None
 
+    def _tensor(self, value: Any) -> Any:
+        x = self.torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        x = x.to(self.device, self.dtype)
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
+
     def infer(self, image: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, self.dtype)
-        x = x.contiguous(memory_format=self.memory_format)
-        with torch.inference_mode():
+        x = self._tensor(image)
+        with self.torch.inference_mode():
             alpha: Any = self.spgm(x, *self.spd(x))
         return alpha.float().cpu().contiguous().numpy()
 
     def infer_tensor(self, image: Any) -> Any:
         """Alpha ``(N, 1, H, W)`` float32 on ``device`` for an image tensor ``(N, 3, H, W)`` in [0, 1] there."""
-        x = image.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        x = self._tensor(image)
         with self.torch.no_grad():
             alpha: Any = self.spgm(x, *self.spd(x))
         return alpha.float()
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """SPD's outputs as tensors in the run's dtype, on :attr:`device` (numpy or tensor in)."""
+        with self.torch.no_grad():
+            return tuple(self.spd(self._tensor(image)))
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
+        """Alpha float32: a numpy array on the CPU, a tensor on a GPU."""
+        with self.torch.no_grad():
+            alpha: Any = self.spgm(self._tensor(image), *(self._tensor(f) for f in features))
+        alpha = alpha.float()
+        return alpha.contiguous().numpy() if self.device == "cpu" else alpha

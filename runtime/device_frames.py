@@ -9,6 +9,7 @@ on the CPU path. So the GPU path's alpha differs slightly from the CPU path's (t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,22 @@ def alpha_to_frames(alpha: Any, height: int, width: int) -> Any:
     return alpha[:, 0].float().clamp(0.0, 1.0)
 
 
-def matte_on_device(backend: DeviceBackend, frames: np.ndarray, height: int, width: int) -> Any:
-    """Alpha ``(N, H, W)`` float32 on ``backend.device`` for uint8 frames ``(N, H, W, 3)``, run at height x width."""
+def matte_on_device(
+    backend: DeviceBackend,
+    frames: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    run: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Alpha ``(N, H, W)`` float32 on ``backend.device`` for uint8 frames ``(N, H, W, 3)``, run at height x width.
+
+    ``run`` maps the device image to its alpha (default ``backend.infer_tensor``; the keyframe scheduler).
+    """
     import torch
 
     # no_grad, not inference_mode: the caller may composite in place on the alpha afterwards.
     with torch.no_grad():
         image = frames_to_image(frames, height, width, backend.device)
-        return alpha_to_frames(backend.infer_tensor(image), frames.shape[1], frames.shape[2])
+        alpha = (run or backend.infer_tensor)(image)
+        return alpha_to_frames(alpha, frames.shape[1], frames.shape[2])

@@ -2,8 +2,11 @@
 
 Pre- and post-processing live here once: uint8 RGB frames are resized to the working size (the
 longer side at most ``work_size``, both sides multiples of 32, aspect kept), scaled to [0, 1],
-run through SPD -> SPGM, and the alpha is resized back to each frame's size: with numpy and cv2 on
-the host for CPU backends, with torch on the device for GPU backends (only the final alpha comes back).
+run through SPD -> SPGM (SPD on keyframes only when a keyframe interval is set, see
+:mod:`.keyframes`), and the alpha is resized back to each frame's size: with numpy and cv2 on the
+host for CPU backends, with torch on the device for GPU backends (only the final alpha comes back).
+The working size and keyframe interval default to what the export recorded for its configuration
+(the ``stream`` entry of SPGM's sidecar; the ``live`` configuration sets them), else 512 and 0.
 """
 
 from __future__ import annotations
@@ -18,9 +21,22 @@ from spgim.errors import SpgimError
 
 from .artifacts import check_size, load_artifacts
 from .device_frames import matte_on_device
+from .keyframes import KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
+
+DEFAULT_WORK_SIZE = 512
+
+
+def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma`` (512, 0, 1.0 if absent)."""
+    recorded = spgm_sidecar.get("stream") or {}
+    return {
+        "work_size": int(recorded.get("work_size", DEFAULT_WORK_SIZE)),
+        "keyframe_interval": int(recorded.get("keyframe_interval", 0)),
+        "guide_sigma": float(recorded.get("guide_sigma", 1.0)),
+    }
 
 
 def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
@@ -41,7 +57,10 @@ class Matter:
             to the model (:mod:`.ranking`) and takes the fastest; :attr:`selection` says which and why.
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, or ``"auto"``: the fastest measured precision whose
             alpha stays within 5e-3 mean of fp32's.
-        work_size: the longer side of the working resolution.
+        work_size: the longer side of the working resolution; None takes the export's (else 512).
+        keyframe_interval: run SPD every this many frames (and on scene cuts), SPGM on every frame with
+            SPD's cached features and the previous alpha as its guide; 0 runs SPD on every frame; None
+            takes the export's (``live``: 8; others 0). Frames must then come in stream order.
         threads: CPU threads for the CPU engines (0: their default, one per physical core).
         gpu: CUDA device index for the GPU backends.
         plugin: the TST attention plugin library for engines (default: looked up, see
@@ -53,6 +72,7 @@ class Matter:
         precision: the precision that runs (what was asked, or what ``"auto"`` picked).
         selection: one line saying how the backend was chosen.
         device: ``"cpu"`` or ``"cuda:N"``, where the backend runs and :meth:`alpha_on_device` returns the alpha.
+        scheduler: the keyframe scheduler; ``scheduler.stats`` counts the frames where SPD ran.
     """
 
     def __init__(
@@ -61,14 +81,21 @@ class Matter:
         *,
         backend: str = "auto",
         precision: str = "fp32",
-        work_size: int = 512,
+        work_size: int | None = None,
+        keyframe_interval: int | None = None,
         threads: int = 0,
         gpu: int = 0,
         plugin: str | Path | None = None,
         spinning: bool = True,
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
-        self.work_size = work_size
+        defaults = stream_defaults(next(a for a in self.artifacts if a.branch == "spgm").sidecar)
+        self.work_size = defaults["work_size"] if work_size is None else work_size
+        if self.work_size < 32:
+            raise SpgimError(f"work size must be at least 32 pixels, got {self.work_size}")
+        interval = defaults["keyframe_interval"] if keyframe_interval is None else keyframe_interval
+        if interval < 0:
+            raise SpgimError(f"keyframe interval must be 0 (every frame) or more, got {interval}")
         options = BackendOptions(precision=precision, threads=threads, gpu=gpu, plugin=plugin, spinning=spinning)
         if backend != "auto":
             backend_record(backend)
@@ -83,6 +110,9 @@ class Matter:
         self.precision = precision
         self.backend_name = self.backend.name
         self.device = self.backend.device
+        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"])
+        self.scheduler = KeyframeScheduler(self.backend, policy)
+        self.keyframe_interval = interval
 
     def _measured_choice(
         self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions
@@ -127,7 +157,7 @@ class Matter:
         if self.device == "cpu":
             return torch.from_numpy(self(frames))
         batch, work_h, work_w = self._batch(frames)
-        alpha = matte_on_device(cast(DeviceBackend, self.backend), batch, work_h, work_w)
+        alpha = matte_on_device(cast(DeviceBackend, self.backend), batch, work_h, work_w, run=self.scheduler)
         return alpha if frames.ndim == 4 else alpha[0]
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -138,7 +168,7 @@ class Matter:
         height, width = batch.shape[1:3]
         resized = np.stack([cv2.resize(f, (work_w, work_h), interpolation=cv2.INTER_AREA) for f in batch])
         image = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
-        alpha = self.backend.infer(image)[:, 0]
+        alpha = self.scheduler(image)[:, 0]
         if (work_h, work_w) != (height, width):
             alpha = np.stack([cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR) for a in alpha])
         alpha = np.clip(alpha, 0.0, 1.0)

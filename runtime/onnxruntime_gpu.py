@@ -8,6 +8,7 @@ binding path is tested on machines without a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch, fixed_batch
+from .protocol import SPD_OUTPUT_STRIDES, batch_slices, check_fixed_batch, fixed_batch
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 BACKEND_NAMES = {"cpu": "onnxruntime", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-trt"}
@@ -118,6 +119,46 @@ class OnnxRuntimeGpuBackend:
         self.spgm.run_with_iobinding(spgm)
         spgm.synchronize_outputs()
         return alpha
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """SPD's outputs as tensors on ``device`` in the graph's dtype."""
+        torch = self.torch
+        x = image.to(self.device, self.torch_dtype).contiguous()
+        if self.device != "cpu":
+            torch.cuda.current_stream(x.device).synchronize()
+        kind, index = self._bind_device
+        binding = self.spd.io_binding()
+        binding.bind_input("image", kind, index, self.dtype, tuple(x.shape), x.data_ptr())
+        outputs = []
+        for name, spec in zip(self.features, self.spd.get_outputs(), strict=True):
+            shape = [x.shape[0], *spec.shape[1:2], *self._scaled(x, name)]
+            tensor = torch.empty(shape, dtype=self.torch_dtype, device=x.device)
+            binding.bind_output(name, kind, index, self.dtype, tuple(tensor.shape), tensor.data_ptr())
+            outputs.append(tensor)
+        self.spd.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return tuple(outputs)
+
+    def _scaled(self, x: Any, name: str) -> tuple[int, int]:
+        stride = SPD_OUTPUT_STRIDES[name]
+        return int(x.shape[2]) // stride, int(x.shape[3]) // stride
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
+        """Alpha float32 on ``device``; ``features`` are SPD's (or a float32 mask in place of its mask)."""
+        torch = self.torch
+        x = image.to(self.device, self.torch_dtype).contiguous()
+        inputs = [f.to(self.device, self.torch_dtype).contiguous() for f in features]
+        if self.device != "cpu":
+            torch.cuda.current_stream(x.device).synchronize()
+        kind, index = self._bind_device
+        binding = self.spgm.io_binding()
+        for name, value in zip(("image", *self.features), (x, *inputs), strict=True):
+            binding.bind_input(name, kind, index, self.dtype, tuple(value.shape), value.data_ptr())
+        alpha = torch.empty((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        binding.bind_output(self.alpha_name, kind, index, self.dtype, tuple(alpha.shape), alpha.data_ptr())
+        self.spgm.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return alpha.float()
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         """Alpha ``(N, 1, H, W)`` float32 on the host for a host image (one upload, one download)."""

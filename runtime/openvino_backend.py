@@ -11,7 +11,7 @@ refuses it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +141,23 @@ class OpenVINOBackend:
         """Alpha ``(N, 1, H, W)`` float32 for an image ``(N, 3, H, W)`` float32 in [0, 1]."""
         # Graphs exported without --dynamic have a fixed batch (1): larger batches run in slices.
         check_fixed_batch(len(image), self.fixed, self.name)
-        return np.concatenate([self._run(image[part]) for part in batch_slices(len(image), self.fixed)])
+        parts = batch_slices(len(image), self.fixed)
+        return np.concatenate([self.run_spgm(image[part], self.run_spd(image[part])) for part in parts])
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
+    # Copies in and out, no share_inputs/share_outputs: with shared numpy buffers a request keeps pointing at
+    # arrays Python may free, and one full test run died of SIGSEGV (not reproduced alone); the copies are
+    # milliseconds against the model's time.
+    def run_spd(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """SPD's outputs in the order SPGM takes them after ``image``."""
         x = np.ascontiguousarray(image, dtype=self.dtype)
-        # Copies in and out, no share_inputs/share_outputs: with shared numpy buffers a request keeps pointing at
-        # arrays Python may free, and one full test run died of SIGSEGV (not reproduced alone); the copies are
-        # milliseconds against the model's time.
         features = self.spd_request.infer({"image": x}).to_dict()
-        by_name = {port.get_any_name(): value for port, value in features.items()}
-        feed = {name: x if name == "image" else by_name[name] for name in self.spgm_inputs}
+        by_name = {port.get_any_name(): np.array(value) for port, value in features.items()}
+        return tuple(by_name[name] for name in self.spgm_inputs if name != "image")
+
+    def run_spgm(self, image: np.ndarray, features: Sequence[np.ndarray]) -> np.ndarray:
+        names = [name for name in self.spgm_inputs if name != "image"]
+        feed = {name: np.ascontiguousarray(x, dtype=self.dtype) for name, x in zip(names, features, strict=True)}
+        feed["image"] = np.ascontiguousarray(image, dtype=self.dtype)
         alpha = self.spgm_request.infer(feed)[0]
         return np.array(alpha, dtype=np.float32)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -11,11 +12,20 @@ from spgim.errors import SpgimError
 if TYPE_CHECKING:
     import torch
 
+# SPD's outputs, in the order SPGM takes them after the image (the exported graphs' names).
+SPD_OUTPUTS = ("mask", "r2", "r3", "r4")
+# Their output strides: each one's height and width are the image's divided by this.
+SPD_OUTPUT_STRIDES = {"mask": 4, "r2": 4, "r3": 8, "r4": 16}
+
 
 class Backend(Protocol):
     """SPD -> SPGM on one engine: ``infer(image) -> alpha`` on float32 NCHW host arrays in [0, 1].
 
-    ``name`` says which engine and precision; ``device`` is ``"cpu"`` or ``"cuda:N"``.
+    ``name`` says which engine and precision; ``device`` is ``"cpu"`` or ``"cuda:N"``. The branches also
+    run one at a time (:meth:`run_spd`, :meth:`run_spgm`), so a stream can run SPD on keyframes only
+    (:mod:`spgim.runtime.keyframes`): on ``"cpu"`` they take and give numpy arrays, on a GPU torch tensors
+    on :attr:`device`. SPD's outputs are the backend's own (its dtype, its device); SPGM also takes a
+    float32 mask made by the caller in their place.
     """
 
     name: str
@@ -23,6 +33,14 @@ class Backend(Protocol):
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         """Alpha ``(N, 1, H, W)`` float32 for an image ``(N, 3, H, W)`` float32 in [0, 1]."""
+        ...
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """SPD's ``(mask, r2, r3, r4)`` for an image ``(N, 3, H, W)`` float32 in [0, 1]."""
+        ...
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
+        """Alpha ``(N, 1, H, W)`` float32 for an image and SPD's outputs (or a mask in place of SPD's)."""
         ...
 
 
@@ -39,6 +57,14 @@ class DeviceBackend(Protocol):
 
     def infer_tensor(self, image: torch.Tensor) -> torch.Tensor:
         """Alpha ``(N, 1, H, W)`` float32 on ``device`` for an image ``(N, 3, H, W)`` float32 on ``device``."""
+        ...
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """As :meth:`Backend.run_spd`."""
+        ...
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
+        """As :meth:`Backend.run_spgm`."""
         ...
 
 

@@ -10,6 +10,7 @@ GPU) and the plugin library is found and loaded.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from spgim.tst_plugin import find_plugin_library, load_plugin_library
 
 from .artifacts import Artifact, check_engine_gpu, check_engine_tensorrt
 from .devices import gpu_facts, import_tensorrt
-from .protocol import batch_slices
+from .protocol import SPD_OUTPUTS, batch_slices
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> Any:
@@ -129,7 +130,7 @@ class TensorRTBackend:
             self.spd = EngineRunner(spd.path, self.runtime, self._device)
             self.spgm = EngineRunner(spgm.path, self.runtime, self._device)
             self.stream = torch.cuda.Stream(self._device)
-        if set(self.spgm.inputs) != {"image", *self.spd.outputs}:
+        if set(self.spgm.inputs) != {"image", *self.spd.outputs} or set(self.spd.outputs) != set(SPD_OUTPUTS):
             raise SpgimError(f"{spgm.path.name}'s inputs {self.spgm.inputs} are not image + {spd.path.name}'s outputs")
         # The exporter's profiles default to batch 1..1: larger batches are run in slices.
         self.largest_batch = min(self.spd.batch_range[1], self.spgm.batch_range[1])
@@ -154,6 +155,41 @@ class TensorRTBackend:
     def _pair(self, image: Any) -> Any:
         features = self.spd({"image": image}, self.stream)
         return self.spgm({"image": image, **features}, self.stream)[self.spgm.outputs[0]]
+
+    def _on_stream(self, run: Any) -> Any:
+        """``run()`` on the backend's stream, ordered after the caller's stream and before its next work."""
+        torch = self.torch
+        with torch.cuda.device(self._device):
+            caller = torch.cuda.current_stream(self._device)
+            self.stream.wait_stream(caller)
+            with torch.cuda.stream(self.stream):
+                result = run()
+            caller.wait_stream(self.stream)
+            for tensor in result if isinstance(result, tuple) else (result,):
+                tensor.record_stream(caller)
+        return result
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        """SPD's outputs as GPU tensors in the engine's dtypes, in the order SPGM takes them."""
+
+        def run() -> tuple[Any, ...]:
+            x = image.to(self._device, self.spd.dtypes["image"]).contiguous()
+            features = self.spd({"image": x}, self.stream)
+            return tuple(features[name] for name in SPD_OUTPUTS)
+
+        result: tuple[Any, ...] = self._on_stream(run)
+        return result
+
+    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
+        """Alpha float32 on the GPU; ``features`` are SPD's (or a float32 mask in place of its mask)."""
+
+        def run() -> Any:
+            x = image.to(self._device, self.spd.dtypes["image"]).contiguous()
+            feed = {name: value.to(self._device) for name, value in zip(SPD_OUTPUTS, features, strict=True)}
+            feed["image"] = x
+            return self.spgm(feed, self.stream)[self.spgm.outputs[0]].float()
+
+        return self._on_stream(run)
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         """Alpha ``(N, 1, H, W)`` float32 on the host for a host image (one upload, one download)."""

@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
                 backend=row["backend"],
                 precision=row["precision"],
                 work_size=args.work_size,
+                keyframe_interval=args.keyframe_interval,
                 threads=args.threads,
                 warmup=args.warmup,
                 iters=args.iters,
@@ -87,7 +88,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed runs (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
     parser.add_argument("--video", type=Path, help="also time the whole matte job on this clip, per row")
-    parser.add_argument("--work-size", type=int, default=512, help="--video: longer side the model sees (512)")
+    parser.add_argument("--work-size", type=int, help="--video: longer side the model sees (default: the export's)")
+    parser.add_argument(
+        "--keyframe-interval", type=int, metavar="K", help="--video: SPD every K frames (default: the export's)"
+    )
     parser.add_argument("--video-duration", type=float, help="--video: only the first this many seconds")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the report here")

@@ -42,6 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         background=args.background,
         work_size=args.work_size,
+        keyframe_interval=args.keyframe_interval,
         backend=args.backend,
         precision=args.precision,
         threads=args.threads,
@@ -83,7 +84,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--alpha", help="greyscale alpha video (or PNG folder)")
     parser.add_argument("--foreground", help="foreground with alpha: .mov ProRes 4444, .webm VP9, or a PNG folder")
     parser.add_argument("--background", default="green", help="green (default), #RRGGBB, an image or a video (looped)")
-    parser.add_argument("--work-size", type=int, default=512, help="longer side the model sees (default 512)")
+    parser.add_argument(
+        "--work-size", type=int, help="longer side the model sees (default: the export's; 512 for paper and tiny)"
+    )
+    parser.add_argument(
+        "--keyframe-interval",
+        type=int,
+        metavar="K",
+        help="run SPD every K frames and on scene cuts, SPGM every frame guided by the previous alpha; 0: SPD on "
+        "every frame (default: the export's; 0 for paper and tiny, 8 for live)",
+    )
     parser.add_argument(
         "--backend",
         default="auto",

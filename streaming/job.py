@@ -46,6 +46,8 @@ class MatteResult:
     live: bool
     interrupted: bool = False
     error: str | None = None
+    keyframe_interval: int = 0
+    keyframes: int | None = None  # frames SPD ran on, when a keyframe interval is set
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -61,6 +63,8 @@ class MatteResult:
             f"{self.corrupt} corrupt skipped, "
             f"{self.fps:.2f} fps, {self.wall_s:.1f} s wall, backend {self.backend}"
         )
+        if self.keyframe_interval and self.keyframes is not None:
+            line += f", SPD on {self.keyframes} keyframes (interval {self.keyframe_interval})"
         if self.live and self.latency_p50_s is not None and self.latency_p90_s is not None:
             line += f", latency p50 {self.latency_p50_s * 1e3:.0f} ms p90 {self.latency_p90_s * 1e3:.0f} ms"
             line += f", {self.reconnects} reconnects"
@@ -97,7 +101,8 @@ def matte_video(
     alpha: str | Path | None = None,
     foreground: str | Path | None = None,
     background: str = "green",
-    work_size: int = 512,
+    work_size: int | None = None,
+    keyframe_interval: int | None = None,
     backend: str = "auto",
     precision: str = "fp32",
     threads: int = 0,
@@ -120,6 +125,7 @@ def matte_video(
         output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
             with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
+        work_size, keyframe_interval: see :class:`spgim.runtime.matting.Matter` (None: the export's defaults).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
 
@@ -139,6 +145,7 @@ def matte_video(
         raise SpgimError(f"batch must be at least 1, got {batch}")
     device = "cpu"
     backend_name = "custom"
+    scheduler = None
     if matter is None:
         if model is None:
             raise SpgimError("give the exported model folder (--model)")
@@ -146,9 +153,16 @@ def matte_video(
 
         # No spinning: the decoder and encoder threads need the cores the model's idle threads would spin on.
         runtime = Matter(
-            model, backend=backend, precision=precision, work_size=work_size, threads=threads, spinning=False
+            model,
+            backend=backend,
+            precision=precision,
+            work_size=work_size,
+            keyframe_interval=keyframe_interval,
+            threads=threads,
+            spinning=False,
         )
         matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
+        scheduler = runtime.scheduler
         if backend == "auto" or precision == "auto":
             log(runtime.selection)
     show = _preview() if preview else None
@@ -215,6 +229,9 @@ def matte_video(
         outputs=[str(p) for p in wanted.values()],
         notes=notes,
     )
+    if scheduler is not None:
+        result.keyframe_interval = scheduler.policy.interval
+        result.keyframes = len(scheduler.stats.keyframes)
     if error is not None:
         log(f"{result.frames_out} frames written before the error; outputs finalised")
         raise error

@@ -170,6 +170,15 @@ def test_io_binding_path_equals_plain_sessions(exported: tuple, precision: str) 
     bound = OnnxRuntimeGpuBackend(spd, spgm, provider="cpu")  # same binding code as on CUDA, CPU memory
     image = np.random.default_rng(2).random((3, 3, 128, 96), dtype=np.float32)
     np.testing.assert_allclose(bound.infer(image), OnnxRuntimeBackend(spd, spgm).infer(image), atol=1e-6)
+    # The branches one at a time (keyframed SPD), on tensors, with a float32 mask in place of SPD's.
+    tensor = torch.from_numpy(image)
+    features = bound.run_spd(tensor)
+    assert [tuple(f.shape) for f in features] == [(3, 1, 32, 24), (3, 16, 32, 24), (3, 32, 16, 12), (3, 64, 8, 6)]
+    np.testing.assert_allclose(bound.run_spgm(tensor, features).numpy(), bound.infer(image), atol=1e-6)
+    mask = torch.rand(3, 1, 32, 24)
+    plain = OnnxRuntimeBackend(spd, spgm)
+    expected = plain.run_spgm(image, (mask.numpy(), *plain.run_spd(image)[1:]))
+    np.testing.assert_allclose(bound.run_spgm(tensor, (mask, *features[1:])).numpy(), expected, atol=1e-6)
 
 
 def _smooth_frames(count: int, height: int, width: int) -> np.ndarray:

@@ -101,7 +101,10 @@ def _add_video_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     video.add_argument("--json", type=Path, metavar="OUT", help="write the per-frame and mean scores here")
     video.add_argument("--backend", default="auto", help="runtime backend for --model (default auto)")
-    video.add_argument("--work-size", default="512", metavar="N", help="working size for --model (default 512)")
+    video.add_argument("--work-size", metavar="N", help="working size for --model (default: the export's)")
+    video.add_argument(
+        "--keyframe-interval", metavar="K", help="SPD every K frames for --model (default: the export's)"
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -139,7 +142,12 @@ def _eval_video(args: argparse.Namespace) -> int:
     else:
         if args.video is None:
             raise SpgimError("give the clip to matte with --video")
-        work_size = _option("--work-size", args.work_size, int, "a whole number of pixels")
+        work_size = None if args.work_size is None else _option("--work-size", args.work_size, int, "a number")
+        interval = (
+            None
+            if args.keyframe_interval is None
+            else _option("--keyframe-interval", args.keyframe_interval, int, "a whole number of frames")
+        )
         # The one place train reaches up to streaming: scoring a model on a clip means matting it exactly as
         # `spgim matte` does. Imported here so that `spgim --help` and training never load the runtime.
         from spgim.streaming.job import matte_video
@@ -156,6 +164,7 @@ def _eval_video(args: argparse.Namespace) -> int:
                 alpha=predicted,
                 backend=args.backend,
                 work_size=work_size,
+                keyframe_interval=interval,
                 progress=False,
                 log=log,
             )

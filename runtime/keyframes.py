@@ -1,0 +1,167 @@
+"""Keyframed SPD: SPD on keyframes only, SPGM every frame with SPD's cached features.
+
+SPD answers "what is the object" and changes slowly; SPGM answers "where exactly is its edge" and
+follows every frame (SPEC.md §5). So in a stream SPD runs on keyframes (every ``interval`` frames,
+on the first frame, when the working size changes, and on a scene cut), its features are kept, and
+between keyframes SPGM reads them with the previous frame's alpha as its guide mask. The guide is
+made the way SPD's training target is made from the true alpha (Eq. 2's S(a): area-downsampled to
+output stride 4, Gaussian-blurred), so SPGM sees the kind of mask it was trained with.
+
+The scheduler works on whatever the backend takes (numpy arrays on the CPU, torch tensors on a
+GPU) through :class:`spgim.runtime.protocol.Backend`'s ``run_spd``/``run_spgm``; it lives here
+once for every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import cv2
+import numpy as np
+
+from .protocol import Backend, DeviceBackend
+
+# A scene cut: the mean absolute difference of two consecutive frames' grey thumbnails (each pixel the
+# mean of a 16 x 16 block, values in [0, 1]) above this. Objects moving over a still background stay far
+# below it (the demo clip: at most 0.02); a cut between two photographs is typically 0.1-0.3.
+SCENE_CUT_THRESHOLD = 0.08
+THUMBNAIL_BLOCK = 16
+GUIDE_STRIDE = 4  # SPD's mask is at output stride 4
+
+
+@dataclass(frozen=True)
+class KeyframePolicy:
+    """When SPD runs.
+
+    Attributes:
+        interval: SPD every ``interval`` frames; 0 runs it on every frame (no propagation).
+        scene_cut: thumbnail difference above which a frame is a keyframe; 0 turns cut detection off.
+        guide_sigma: Gaussian sigma, in mask pixels, of the guide made from the previous alpha (the
+            ``mask_sigma`` SPD was trained with).
+    """
+
+    interval: int = 0
+    scene_cut: float = SCENE_CUT_THRESHOLD
+    guide_sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.interval < 0:
+            raise ValueError(f"keyframe interval must be 0 or more, got {self.interval}")
+
+
+@dataclass
+class KeyframeStats:
+    """What the scheduler did: frame indices (in the order seen) where SPD ran, and why."""
+
+    frames: int = 0
+    keyframes: list[int] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)
+
+
+class KeyframeScheduler:
+    """Runs SPD -> SPGM on a stream of working-size images, one frame at a time.
+
+    Args:
+        backend: any backend; its ``run_spd`` / ``run_spgm`` are called.
+        policy: the keyframe policy.
+    """
+
+    def __init__(self, backend: Backend, policy: KeyframePolicy) -> None:
+        self.backend = backend
+        self.policy = policy
+        self.stats = KeyframeStats()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cached features: the next frame is a keyframe (a new stream, a reconnect)."""
+        self.features: tuple[Any, ...] | None = None
+        self.previous_alpha: Any = None
+        self.thumbnail: Any = None
+        self.since_keyframe = 0
+
+    def __call__(self, image: Any) -> Any:
+        """Alpha ``(N, 1, h, w)`` float32 for images ``(N, 3, h, w)`` in [0, 1], frames in stream order."""
+        if self.policy.interval == 0:
+            self.stats.keyframes.extend(range(self.stats.frames, self.stats.frames + len(image)))
+            self.stats.frames += len(image)
+            # The backend's own pair call: it also splits batches that a fixed-batch graph cannot take whole.
+            if isinstance(image, np.ndarray):
+                return self.backend.infer(image)
+            return cast(DeviceBackend, self.backend).infer_tensor(image)
+        alphas = [self._one(image[i : i + 1]) for i in range(len(image))]
+        return alphas[0] if len(alphas) == 1 else _concatenate(alphas)
+
+    def _one(self, image: Any) -> Any:
+        index = self.stats.frames
+        self.stats.frames += 1
+        thumbnail = _thumbnail(image)
+        cut = self._is_cut(thumbnail)
+        self.thumbnail = thumbnail
+        stale = self.features is None or tuple(self.previous_alpha.shape[-2:]) != tuple(image.shape[-2:])
+        if stale or cut or self.since_keyframe >= self.policy.interval:
+            if cut and not stale:
+                self.stats.cuts.append(index)
+            self.stats.keyframes.append(index)
+            self.features = tuple(self.backend.run_spd(image))
+            self.since_keyframe = 0
+            features = self.features
+        else:
+            assert self.features is not None
+            features = (_guide(self.previous_alpha, self.policy.guide_sigma), *self.features[1:])
+        self.since_keyframe += 1
+        alpha = self.backend.run_spgm(image, features)
+        self.previous_alpha = alpha
+        return alpha
+
+    def _is_cut(self, thumbnail: Any) -> bool:
+        previous = self.thumbnail
+        if self.policy.scene_cut <= 0 or previous is None or tuple(previous.shape) != tuple(thumbnail.shape):
+            return False
+        return float(abs(thumbnail - previous).mean()) > self.policy.scene_cut
+
+
+def _pool(x: Any, factor: int) -> Any:
+    """Mean over ``factor`` x ``factor`` blocks of ``(N, C, H, W)`` (H, W multiples of ``factor``), numpy or torch."""
+    n, c, h, w = (int(side) for side in x.shape)
+    blocks = x.reshape(n, c, h // factor, factor, w // factor, factor)
+    if isinstance(x, np.ndarray):
+        return blocks.mean(axis=(3, 5))
+    return blocks.mean(dim=(3, 5))
+
+
+def _thumbnail(image: Any) -> Any:
+    """Grey thumbnail of a working-size image, one value per 16 x 16 block (sides are multiples of 32)."""
+    grey = image.mean(axis=1, keepdims=True) if isinstance(image, np.ndarray) else image.mean(dim=1, keepdim=True)
+    return _pool(grey.float() if not isinstance(grey, np.ndarray) else grey.astype(np.float32), THUMBNAIL_BLOCK)
+
+
+def _guide(alpha: Any, sigma: float) -> Any:
+    """S(alpha): the alpha area-downsampled to the mask's stride, then Gaussian-blurred (replicated borders)."""
+    small = _pool(alpha, GUIDE_STRIDE)
+    if sigma <= 0:
+        return small
+    radius = max(1, round(3 * sigma))
+    if isinstance(small, np.ndarray):
+        size = 2 * radius + 1
+        planes = [
+            cv2.GaussianBlur(plane, (size, size), sigma, borderType=cv2.BORDER_REPLICATE) for plane in small[:, 0]
+        ]
+        return np.stack(planes)[:, None].astype(np.float32)
+    import torch
+    import torch.nn.functional as F
+
+    coords = torch.arange(-radius, radius + 1, dtype=small.dtype, device=small.device)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(small, (radius, radius, radius, radius), mode="replicate")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+
+
+def _concatenate(parts: list[Any]) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)

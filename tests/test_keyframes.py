@@ -1,0 +1,162 @@
+"""Keyframed SPD: when SPD runs, what SPGM is guided by between keyframes, and that interval 0 is today's path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from streaming_util import export_tiny
+
+from spgim.runtime.keyframes import KeyframePolicy, KeyframeScheduler, _guide
+from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.registry import BACKENDS, BackendOptions, open_backend
+from spgim.train.models.spd import saliency_target
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("keyframes"), formats="torchscript,onnx,openvino", precision="fp32,fp16")
+
+
+def _scene(seed: int, frames: int, height: int = 96, width: int = 160) -> np.ndarray:
+    """A still background (large blotches of colour, fine noise) with a bright disc moving two pixels a frame."""
+    rng = np.random.default_rng(seed)
+    blotches = cv2.resize(
+        rng.integers(0, 256, (4, 6, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC
+    )
+    noise = rng.integers(-12, 13, (height, width, 3))
+    base = np.clip(blotches.astype(np.int64) + noise, 0, 255).astype(np.uint8)
+    clip = []
+    for t in range(frames):
+        frame = base.copy()
+        cv2.circle(frame, (30 + 2 * t, height // 2), 18, (250, 240, 230), -1)
+        clip.append(frame)
+    return np.stack(clip)
+
+
+class CountingBackend:
+    """A real backend whose SPD calls are counted (per frame of each call)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.name, self.device = backend.name, backend.device
+        self.spd_frames: list[int] = []
+        self.seen = 0
+
+    def infer(self, image: np.ndarray) -> np.ndarray:
+        return self.inner.infer(image)  # type: ignore[no-any-return]
+
+    def run_spd(self, image: Any) -> tuple[Any, ...]:
+        self.spd_frames.append(self.seen)
+        return self.inner.run_spd(image)  # type: ignore[no-any-return]
+
+    def run_spgm(self, image: Any, features: Any) -> Any:
+        self.seen += len(image)
+        return self.inner.run_spgm(image, features)
+
+
+def _working_images(frames: np.ndarray, work: int = 128) -> np.ndarray:
+    height, width = working_size(*frames.shape[1:3], work)
+    resized = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    return np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def _backend(folder: Path, name: str = "onnxruntime", precision: str = "fp32") -> Any:
+    from spgim.runtime.artifacts import load_artifacts
+
+    backend, _, _ = open_backend(BACKENDS[name], load_artifacts(folder), BackendOptions(precision=precision))
+    return backend
+
+
+def test_spd_runs_every_k_frames_counted(folder: Path) -> None:
+    images = _working_images(_scene(0, 12))
+    counting = CountingBackend(_backend(folder))
+    scheduler = KeyframeScheduler(counting, KeyframePolicy(interval=4))
+    alphas = [scheduler(images[i : i + 1]) for i in range(12)]
+    assert counting.spd_frames == [0, 4, 8]
+    assert scheduler.stats.keyframes == [0, 4, 8] and scheduler.stats.cuts == []
+    assert all(a.shape == (1, 1, *images.shape[2:]) and a.dtype == np.float32 for a in alphas)
+    # A batch of frames is scheduled frame by frame, in order.
+    batched = KeyframeScheduler(CountingBackend(_backend(folder)), KeyframePolicy(interval=4))
+    np.testing.assert_allclose(batched(images), np.concatenate(alphas), atol=1e-6)
+    assert batched.stats.keyframes == [0, 4, 8]
+
+
+def test_spd_runs_at_a_scene_cut(folder: Path) -> None:
+    clip = np.concatenate([_scene(0, 7), _scene(1, 5)])  # a cut to another background at frame 7
+    counting = CountingBackend(_backend(folder))
+    scheduler = KeyframeScheduler(counting, KeyframePolicy(interval=100))
+    scheduler(_working_images(clip))
+    assert counting.spd_frames == [0, 7]
+    assert scheduler.stats.cuts == [7]
+    # The moving disc alone is no cut.
+    calm = KeyframeScheduler(CountingBackend(_backend(folder)), KeyframePolicy(interval=100))
+    calm(_working_images(_scene(2, 12)))
+    assert calm.stats.keyframes == [0]
+
+
+def test_between_keyframes_spgm_is_guided_by_the_previous_alpha(folder: Path) -> None:
+    images = _working_images(_scene(0, 3))
+    backend = _backend(folder)
+    scheduler = KeyframeScheduler(backend, KeyframePolicy(interval=8, guide_sigma=1.0))
+    first = scheduler(images[:1])
+    second = scheduler(images[1:2])
+    _mask, *features = backend.run_spd(images[:1])
+    expected = backend.run_spgm(images[1:2], (_guide(first, 1.0), *features))
+    np.testing.assert_array_equal(second, expected)
+    # ... and not by SPD's mask of either frame (a random-weight SPGM barely reacts to its guide, so compare inputs).
+    for frame in (0, 1):
+        assert not np.allclose(_guide(first, 1.0), backend.run_spd(images[frame : frame + 1])[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 2.0])
+def test_guide_is_spd_training_target_made_from_the_alpha(sigma: float) -> None:
+    alpha = np.random.default_rng(1).random((2, 1, 64, 96), dtype=np.float32)
+    expected = saliency_target(torch.from_numpy(alpha), (16, 24), sigma).numpy()
+    np.testing.assert_allclose(_guide(alpha, sigma), expected, atol=1e-5)
+    np.testing.assert_allclose(_guide(torch.from_numpy(alpha), sigma).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision"),
+    [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torchscript", "fp32"), ("openvino", "fp32")],
+)
+def test_branches_one_at_a_time_equal_the_pair(folder: Path, backend: str, precision: str) -> None:
+    runner = _backend(folder, backend, precision)
+    images = _working_images(_scene(3, 2))
+    np.testing.assert_allclose(runner.run_spgm(images, runner.run_spd(images)), runner.infer(images), atol=1e-6)
+
+
+def test_interval_zero_is_the_per_frame_path(folder: Path) -> None:
+    frames = _scene(0, 6)
+    matter = Matter(folder, backend="onnxruntime", work_size=128, keyframe_interval=0)
+    alpha = matter(frames)
+    images = _working_images(frames)
+    expected = matter.backend.infer(images)[:, 0]
+    expected = np.stack(
+        [cv2.resize(a, (frames.shape[2], frames.shape[1]), interpolation=cv2.INTER_LINEAR) for a in expected]
+    )
+    np.testing.assert_array_equal(alpha, np.clip(expected, 0, 1))
+    assert matter.scheduler.stats.keyframes == list(range(6))
+
+
+def test_matter_takes_the_exports_stream_defaults(folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    for sidecar in copy.glob("spgm*.json"):
+        data = json.loads(sidecar.read_text())
+        data["stream"] = {"work_size": 96, "keyframe_interval": 3, "guide_sigma": 1.0}
+        sidecar.write_text(json.dumps(data))
+    matter = Matter(copy, backend="onnxruntime")
+    assert (matter.work_size, matter.keyframe_interval) == (96, 3)
+    matter(_scene(0, 7))
+    assert matter.scheduler.stats.keyframes == [0, 3, 6]
+    overridden = Matter(copy, backend="onnxruntime", work_size=128, keyframe_interval=0)
+    assert (overridden.work_size, overridden.keyframe_interval) == (128, 0)
