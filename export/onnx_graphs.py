@@ -71,8 +71,34 @@ def export_onnx(
             do_constant_folding=True,
         )
     graph = onnx.load(str(path))
+    if _restore_unused_inputs(graph, spec, example, dynamic):
+        onnx.save(graph, str(path))
     onnx.checker.check_model(graph, full_check=True)
     return graph
+
+
+def _restore_unused_inputs(graph: onnx.ModelProto, spec: GraphSpec, example: tuple, dynamic: bool) -> bool:
+    """Put back the spec's inputs that the exporter dropped because the model never reads them.
+
+    A SPGM that attends only at res4 (the live configuration) or not at all (the ``basic`` variants) does not
+    read r2/r3; the legacy exporter then leaves them out, and the graph would no longer take SPD's outputs as
+    they come. Restored inputs are declared and unused, so every runtime accepts the one SPD -> SPGM contract.
+    """
+    present = {value.name for value in graph.graph.input}
+    missing = [(index, t) for index, t in enumerate(spec.inputs) if t.name not in present]
+    axes = spec.dynamic_axes() if dynamic else {}
+    for index, tensor in missing:
+        shape: list[int | str] = list(example[index].shape)
+        for axis, name in axes.get(tensor.name, {}).items():
+            shape[axis] = name
+        value = onnx.helper.make_tensor_value_info(tensor.name, onnx.TensorProto.FLOAT, shape)
+        graph.graph.input.append(value)
+    if missing:
+        order = {name: i for i, name in enumerate(spec.input_names)}
+        inputs = sorted(graph.graph.input, key=lambda v: order.get(v.name, len(order)))
+        del graph.graph.input[:]
+        graph.graph.input.extend(inputs)
+    return bool(missing)
 
 
 def convert_fp16(source: Path, target: Path) -> onnx.ModelProto:

@@ -15,6 +15,8 @@ from typing import Any
 from spgim.errors import SpgimError
 
 MANIFEST = "spgim-export.json"
+# The third exported graph: guided upsampling of the working-size alpha to the frame (no checkpoint of its own).
+UPSAMPLE = "upsample"
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ def load_artifacts(folder: str | Path) -> list[Artifact]:
 
 
 def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Artifact, Artifact]:
-    """The SPD and SPGM artifacts of one format and precision (SPD's TensorRT flavour is its portable graph)."""
+    """The SPD and SPGM artifacts of one format and precision (SPD's TensorRT flavour is its portable graph).
+
+    Other branches in the folder (the ``upsample`` graph: :func:`select_upsampler`) are not part of the pair.
+    """
 
     def find(branch: str, wanted: str) -> Artifact:
         for artifact in artifacts:
@@ -83,6 +88,20 @@ def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Ar
     spgm = find("spgm", fmt)
     check_pair(spd, spgm)
     return spd, spgm
+
+
+def select_upsampler(artifacts: list[Artifact], fmt: str) -> Artifact | None:
+    """The fp32 ``upsample`` graph (guided upsampling to the frame's size) of a format, or None.
+
+    There is one upsampler per format, fp32, whatever precision SPD and SPGM run in; ``onnx-trt`` reads the
+    portable ``onnx`` one (it has no attention). None for an export folder made before the upsample graph
+    existed, or one without that format.
+    """
+    wanted = "onnx" if fmt == "onnx-trt" else fmt
+    for artifact in artifacts:
+        if artifact.branch == UPSAMPLE and artifact.format == wanted and artifact.precision == "fp32":
+            return artifact
+    return None
 
 
 def check_pair(spd: Artifact, spgm: Artifact) -> None:

@@ -17,13 +17,13 @@ import numpy as np
 from .protocol import DeviceBackend
 
 
-def frames_to_image(frames: np.ndarray, height: int, width: int, device: str) -> Any:
-    """uint8 RGB frames ``(N, H, W, 3)`` on the host -> float32 ``(N, 3, height, width)`` in [0, 1] on ``device``."""
+def frames_to_image(frames: Any, height: int, width: int, device: str) -> Any:
+    """uint8 RGB frames ``(N, H, W, 3)`` (array or tensor) -> float32 ``(N, 3, height, width)`` in [0, 1] there."""
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
     if tuple(x.shape[2:]) != (height, width):
         if height <= x.shape[2] and width <= x.shape[3]:
             x = F.interpolate(x, size=(height, width), mode="area")
@@ -48,15 +48,20 @@ def matte_on_device(
     width: int,
     *,
     run: Callable[[Any], Any] | None = None,
+    upsample: Callable[[Any, Any, Any], Any] | None = None,
 ) -> Any:
     """Alpha ``(N, H, W)`` float32 on ``backend.device`` for uint8 frames ``(N, H, W, 3)``, run at height x width.
 
-    ``run`` maps the device image to its alpha (default ``backend.infer_tensor``; the keyframe scheduler).
+    ``run`` maps the device image to its alpha (default ``backend.infer_tensor``; the keyframe scheduler);
+    ``upsample`` brings it to the frames' size from (alpha, image, uint8 frames on the device), else bilinear.
     """
     import torch
 
     # no_grad, not inference_mode: the caller may composite in place on the alpha afterwards.
     with torch.no_grad():
-        image = frames_to_image(frames, height, width, backend.device)
+        uploaded = torch.from_numpy(np.ascontiguousarray(frames)).to(backend.device)
+        image = frames_to_image(uploaded, height, width, backend.device)
         alpha = (run or backend.infer_tensor)(image)
+        if upsample is not None:
+            alpha = upsample(alpha, image, uploaded)
         return alpha_to_frames(alpha, frames.shape[1], frames.shape[2])

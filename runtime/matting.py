@@ -25,6 +25,7 @@ from .keyframes import KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
+from .upsampling import choose_upsampling, open_upsampler, upsampler_artifact
 
 DEFAULT_WORK_SIZE = 512
 
@@ -61,6 +62,9 @@ class Matter:
         keyframe_interval: run SPD every this many frames (and on scene cuts), SPGM on every frame with
             SPD's cached features and the previous alpha as its guide; 0 runs SPD on every frame; None
             takes the export's (``live``: 8; others 0). Frames must then come in stream order.
+        upsampling: how the alpha reaches the frame's size: ``"guided"`` (the export's upsample graph on the
+            backend's engine, see :mod:`.upsampling`), ``"bilinear"``, or ``"auto"``: guided on a GPU, bilinear
+            on the CPU (where the graph costs more than a live frame's budget).
         threads: CPU threads for the CPU engines (0: their default, one per physical core).
         gpu: CUDA device index for the GPU backends.
         plugin: the TST attention plugin library for engines (default: looked up, see
@@ -83,6 +87,7 @@ class Matter:
         precision: str = "fp32",
         work_size: int | None = None,
         keyframe_interval: int | None = None,
+        upsampling: str = "auto",
         threads: int = 0,
         gpu: int = 0,
         plugin: str | Path | None = None,
@@ -113,6 +118,13 @@ class Matter:
         policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"])
         self.scheduler = KeyframeScheduler(self.backend, policy)
         self.keyframe_interval = interval
+        graph = upsampler_artifact(self.artifacts, self.spgm_artifact)
+        self.upsampling = choose_upsampling(upsampling, self.device, graph)
+        self.upsampler = (
+            open_upsampler(graph, device=self.device, threads=threads)
+            if self.upsampling == "guided" and graph is not None
+            else None
+        )
 
     def _measured_choice(
         self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions
@@ -157,7 +169,9 @@ class Matter:
         if self.device == "cpu":
             return torch.from_numpy(self(frames))
         batch, work_h, work_w = self._batch(frames)
-        alpha = matte_on_device(cast(DeviceBackend, self.backend), batch, work_h, work_w, run=self.scheduler)
+        alpha = matte_on_device(
+            cast(DeviceBackend, self.backend), batch, work_h, work_w, run=self.scheduler, upsample=self.upsampler
+        )
         return alpha if frames.ndim == 4 else alpha[0]
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -168,8 +182,11 @@ class Matter:
         height, width = batch.shape[1:3]
         resized = np.stack([cv2.resize(f, (work_w, work_h), interpolation=cv2.INTER_AREA) for f in batch])
         image = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
-        alpha = self.scheduler(image)[:, 0]
-        if (work_h, work_w) != (height, width):
+        alpha = self.scheduler(image)
+        if self.upsampler is not None:
+            alpha = self.upsampler(alpha, image, batch)
+        alpha = alpha[:, 0]
+        if alpha.shape[1:] != (height, width):
             alpha = np.stack([cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR) for a in alpha])
         alpha = np.clip(alpha, 0.0, 1.0)
         return alpha if frames.ndim == 4 else alpha[0]

@@ -130,7 +130,8 @@ class TensorRTBackend:
             self.spd = EngineRunner(spd.path, self.runtime, self._device)
             self.spgm = EngineRunner(spgm.path, self.runtime, self._device)
             self.stream = torch.cuda.Stream(self._device)
-        if set(self.spgm.inputs) != {"image", *self.spd.outputs} or set(self.spd.outputs) != set(SPD_OUTPUTS):
+        # TensorRT may drop inputs a graph declares but never reads (r2/r3 of a SPGM attending only at res4).
+        if not set(self.spgm.inputs) <= {"image", *self.spd.outputs} or set(self.spd.outputs) != set(SPD_OUTPUTS):
             raise SpgimError(f"{spgm.path.name}'s inputs {self.spgm.inputs} are not image + {spd.path.name}'s outputs")
         # The exporter's profiles default to batch 1..1: larger batches are run in slices.
         self.largest_batch = min(self.spd.batch_range[1], self.spgm.batch_range[1])

@@ -43,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         background=args.background,
         work_size=args.work_size,
         keyframe_interval=args.keyframe_interval,
+        upsampling=args.upsample,
         backend=args.backend,
         precision=args.precision,
         threads=args.threads,
@@ -93,6 +94,13 @@ def register(subparsers: Any) -> None:
         metavar="K",
         help="run SPD every K frames and on scene cuts, SPGM every frame guided by the previous alpha; 0: SPD on "
         "every frame (default: the export's; 0 for paper and tiny, 8 for live)",
+    )
+    parser.add_argument(
+        "--upsample",
+        default="auto",
+        choices=("auto", "guided", "bilinear"),
+        help="alpha to full size: guided (the export's guided-filter graph, on the engine), bilinear, or auto "
+        "(default: guided on a GPU, bilinear on the CPU where the graph costs more than a live frame's budget)",
     )
     parser.add_argument(
         "--backend",

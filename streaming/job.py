@@ -103,6 +103,7 @@ def matte_video(
     background: str = "green",
     work_size: int | None = None,
     keyframe_interval: int | None = None,
+    upsampling: str = "auto",
     backend: str = "auto",
     precision: str = "fp32",
     threads: int = 0,
@@ -125,7 +126,7 @@ def matte_video(
         output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
             with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
-        work_size, keyframe_interval: see :class:`spgim.runtime.matting.Matter` (None: the export's defaults).
+        work_size, keyframe_interval, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
 
@@ -158,6 +159,7 @@ def matte_video(
             precision=precision,
             work_size=work_size,
             keyframe_interval=keyframe_interval,
+            upsampling=upsampling,
             threads=threads,
             spinning=False,
         )

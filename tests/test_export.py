@@ -147,12 +147,17 @@ def test_tensorrt_flavour_has_one_plugin_node_per_attention(exported: dict) -> N
 def test_sidecars_describe_every_artifact(exported: dict) -> None:
     out = exported["out"]
     manifest = json.loads((out / "spgim-export.json").read_text())
-    assert len(manifest["artifacts"]) == 8  # 2 TorchScript, 4 portable ONNX, 2 TensorRT-flavour SPGM
+    # 2 TorchScript, 4 portable ONNX, 2 TensorRT-flavour SPGM; and the fp32 upsample graph's TorchScript and
+    # ONNX (tests/test_upsample.py checks those).
+    assert len(manifest["artifacts"]) == 10
     for item in manifest["artifacts"]:
         sidecar = json.loads((out / (item["file"] + ".json")).read_text())
         assert sidecar["sidecar"] == "spgim-artifact" and sidecar["branch"] == item["branch"]
         assert sidecar["format"] == item["format"] and sidecar["precision"] == item["precision"]
         assert sidecar["artifact_bytes"] == (out / item["file"]).stat().st_size
+        if item["branch"] == "upsample":
+            assert item["precision"] == "fp32" and item["format"] in ("torchscript", "onnx")
+            continue
         assert sidecar["flops_per_frame"] > 0 and len(sidecar["source"]["spd_checkpoint"]["sha256"]) == 64
         assert sidecar["profile"] == {"min": [64, 64], "opt": [128, 128], "max": [256, 256]}
         names = [i["name"] for i in sidecar["inputs"]]

@@ -160,3 +160,32 @@ def test_matter_takes_the_exports_stream_defaults(folder: Path, tmp_path: Path) 
     assert matter.scheduler.stats.keyframes == [0, 3, 6]
     overridden = Matter(copy, backend="onnxruntime", work_size=128, keyframe_interval=0)
     assert (overridden.work_size, overridden.keyframe_interval) == (128, 0)
+
+
+def test_export_records_how_to_stream(folder: Path) -> None:
+    from spgim.runtime.artifacts import load_artifacts
+
+    for artifact in load_artifacts(folder):
+        if artifact.branch in ("spd", "spgm"):
+            # tiny: the runtime's defaults; random checkpoints carry no mask_sigma, so tiny's recipe gives it.
+            assert artifact.sidecar["stream"] == {"work_size": 512, "keyframe_interval": 0, "guide_sigma": 1.0}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript", "openvino"])
+def test_guided_upsampling_runs_the_exported_graph_on_the_backends_engine(folder: Path, backend: str) -> None:
+    from spgim.train.models.upsample import GuidedUpsampler
+
+    frames = _scene(4, 2, height=90, width=150)
+    guided = Matter(folder, backend=backend, work_size=128, keyframe_interval=0, upsampling="guided")
+    plain = Matter(folder, backend=backend, work_size=128, keyframe_interval=0, upsampling="bilinear")
+    assert (guided.upsampling, plain.upsampling) == ("guided", "bilinear")
+    images = _working_images(frames)
+    low = plain.backend.infer(images)
+    with torch.no_grad():
+        expected = GuidedUpsampler()(torch.from_numpy(low), torch.from_numpy(images), torch.from_numpy(frames))
+    alpha = guided(frames)
+    assert alpha.shape == (2, 90, 150)
+    np.testing.assert_allclose(alpha, expected[:, 0].numpy(), atol=1e-4)
+    assert not np.allclose(alpha, plain(frames), atol=1e-4)
+    # auto on the CPU is bilinear: the graph costs more than a live frame's budget here.
+    assert Matter(folder, backend=backend, work_size=128).upsampling == "bilinear"

@@ -1,8 +1,13 @@
-"""Model configurations as plain dicts: ``paper`` (SPEC.md §1) and ``tiny`` (same code, small numbers).
+"""Model configurations as plain dicts: ``paper`` (SPEC.md §1), ``tiny`` (same code, small numbers)
+and ``live`` (MobileNetV3 encoders for real-time video on a CPU).
 
 A configuration has one section per branch: ``spd`` (front-end, ASPP, decoder), ``caption``
-(the pre-training head) and ``spgm`` (encoder, TST, AFT decoder, ablation flags). Checkpoints
-store the whole configuration; :func:`config_differences` names what differs between two.
+(the pre-training head) and ``spgm`` (encoder, TST, AFT decoder, ablation flags). The ``spd`` and
+``spgm`` sections pick their encoder with ``"encoder"``: ``"resnet"`` (the default when absent;
+``depth``, ``width``) or ``"mobilenetv3"`` (``arch``, ``width_mult``). ``live`` also has a
+``stream`` section, the working size and keyframe interval it was designed for
+(:func:`stream_defaults`). Checkpoints store the whole configuration; :func:`config_differences`
+names what differs between two.
 """
 
 from __future__ import annotations
@@ -91,7 +96,61 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_separable": 5,
         },
     },
+    # Real-time video matting on 2 CPU cores (720p30 end to end): SPD runs on keyframes only and
+    # should take <= ~40 ms, SPGM runs on every frame and should take <= ~10-12 ms, in ONNX Runtime
+    # with 2 threads at the working size. scripts/live_encoders.py measures the candidates; on a
+    # shared 2-core EPYC (CPU time / 2 threads, 384x224): SPD ~17 ms, SPGM ~8 ms; at 512x288 SPD
+    # ~30 ms, SPGM ~15 ms, hence a working size of 384. The decoder's cost is in its OS2/OS1 levels,
+    # not the encoder: the last AFT level runs at OS2 (refine_stride 2; at full resolution it is
+    # ~2x SPGM's whole time) with 4 channels; TST attends at res4 only (576 tokens at 512x288).
+    "live": {
+        "name": "live",
+        "image_size": 256,
+        "spd": {
+            "encoder": "mobilenetv3",
+            "arch": "large",
+            "width_mult": 1.0,
+            "aspp_channels": 64,
+            "aspp_rates": [3, 6, 9],
+            "decoder_low_channels": 16,
+            "decoder_channels": 32,
+        },
+        "caption": {
+            "image_size": 224,
+            "width": 128,
+            "layers": 1,
+            "heads": 4,
+            "ffn": 512,
+            "dropout": 0.1,
+            "vocab_size": 4096,
+            "max_len": 32,
+            "pad_id": 0,
+            "sos_id": 1,
+            "eos_id": 2,
+        },
+        "spgm": {
+            "encoder": "mobilenetv3",
+            "arch": "small",
+            "width_mult": 1.0,
+            "use_tst": True,
+            "use_aft": True,
+            "tst_stages": ["res4"],
+            "tst_key_ratio": 0.25,
+            "tst_scale": None,
+            "tst_kv_stride": 1,
+            "decoder_channels": [16, 16, 8, 4],
+            "bottleneck_convs": 1,
+            "aft_dilations": [2, 4, 8],
+            "aft_separable": 5,
+            "refine_stride": 2,
+        },
+        "stream": {"work_size": 384, "keyframe_interval": 8},
+    },
 }
+
+# What a configuration without a "stream" section runs at: the runtime's default working size,
+# SPD on every frame (no keyframes).
+STREAM_DEFAULTS: dict[str, int] = {"work_size": 512, "keyframe_interval": 0}
 
 # Paper Table 4's ablation variants as (use_tst, use_aft).
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -106,7 +165,7 @@ def get_config(name: str, *, variant: str | None = None, **overrides: Any) -> di
     """A deep copy of a named configuration.
 
     Args:
-        name: ``"paper"`` or ``"tiny"``.
+        name: ``"paper"``, ``"tiny"`` or ``"live"``.
         variant: one of :data:`VARIANTS`; sets ``spgm.use_tst`` and ``spgm.use_aft``.
         overrides: ``section__key=value`` pairs, e.g. ``caption__vocab_size=1000``.
     """
@@ -123,6 +182,17 @@ def get_config(name: str, *, variant: str | None = None, **overrides: Any) -> di
             raise SpgimError(f"unknown configuration field {section}.{field}")
         config[section][field] = value
     return config
+
+
+def stream_defaults(config: dict[str, Any]) -> dict[str, int]:
+    """``{"work_size", "keyframe_interval"}`` a configuration was designed to stream at.
+
+    ``work_size`` is the longer side of the working resolution; ``keyframe_interval`` K runs SPD on
+    every K-th frame (0: on every frame). Configurations without a ``stream`` section get
+    :data:`STREAM_DEFAULTS`.
+    """
+    section = config.get("stream") or {}
+    return {key: int(section.get(key, default)) for key, default in STREAM_DEFAULTS.items()}
 
 
 def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str]:

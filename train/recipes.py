@@ -93,13 +93,17 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+# The live configuration trains as tiny does, on larger crops (its light encoders see 256 px).
+RECIPES["live"] = copy.deepcopy(RECIPES["tiny"])
+for _stage in ("spd", "spgm"):
+    RECIPES["live"][_stage]["crop"] = 256
 
 
 def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A copy of a recipe, with the A.1 milestones of ``preset`` and explicit overrides applied.
 
     Args:
-        config_name: ``"paper"`` or ``"tiny"``.
+        config_name: ``"paper"``, ``"tiny"`` or ``"live"``.
         stage: ``"caption"``, ``"spd"`` or ``"spgm"``.
         preset: a dataset of :data:`PAPER_MILESTONES` whose step decays to use.
         overrides: recipe fields; ``None`` values are ignored (unset command-line flags).

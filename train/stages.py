@@ -169,7 +169,8 @@ class SPDStage:
         return {"val_loss": mean, "score": mean}
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        return {"init": self.init}
+        # The blur of SPD's target: a stream's guide made from the previous alpha is blurred alike.
+        return {"init": self.init, "mask_sigma": self.recipe["mask_sigma"]}
 
 
 class SPGMStage:

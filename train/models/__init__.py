@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from .attention import ATTENTION_IMPLS, TSTAttention, attention_impl
-from .backbone import ResNetBackbone
+from .backbone import MobileNetV3Backbone, ResNetBackbone, backbone_channels, build_backbone
 from .caption import CaptionHead, CaptionModel
 from .spd import SPD, saliency_target
 from .spgm import SPGM, TST, focal_mask
@@ -16,10 +16,8 @@ BRANCHES = ("caption", "spd", "spgm")
 
 
 def guide_channels(config: dict[str, Any]) -> list[int]:
-    """Channels of SPD's (r2, r3, r4) for a configuration, without building SPD."""
-    spd = config["spd"]
-    expansion = 4 if spd["depth"] >= 50 else 1
-    return [spd["width"] * 2**i * expansion for i in range(3)]
+    """Channels of SPD's (r2, r3, r4) for a configuration, without building SPD (any ``spd.encoder``)."""
+    return backbone_channels(config["spd"])[1][:3]
 
 
 def build_model(branch: str, config: dict[str, Any]) -> nn.Module:
@@ -41,9 +39,12 @@ __all__ = [
     "TST",
     "CaptionHead",
     "CaptionModel",
+    "MobileNetV3Backbone",
     "ResNetBackbone",
     "TSTAttention",
     "attention_impl",
+    "backbone_channels",
+    "build_backbone",
     "build_model",
     "focal_mask",
     "guide_channels",

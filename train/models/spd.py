@@ -1,4 +1,4 @@
-"""SPD, Situational Perception Distillation: ResNet front-end + DeepLabV3 ASPP + decoder.
+"""SPD, Situational Perception Distillation: ResNet (or MobileNetV3) front-end + DeepLabV3 ASPP + decoder.
 
 ``SPD.forward(image) -> (mask, r2, r3, r4)``: the saliency mask M_s at output stride 4, in
 [0, 1], and the front-end's res2, res3, res4 features (output strides 4, 8, 16) that SPGM's TST
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import ResNetBackbone
+from .backbone import Backbone, build_backbone
 from .layers import ImageNormalize, alpha_head, conv_bn_relu, resize_to
 
 
@@ -50,9 +50,10 @@ class SPDDecoder(nn.Module):
         return self.head(self.fuse(x)).clamp(0.0, 1.0)
 
 
-def build_front_end(config: dict[str, Any], *, dilate_last: bool) -> ResNetBackbone:
-    """The SPD visual front-end; captioning runs it undilated (7x7 grid at 224 px), SPD at OS16."""
-    return ResNetBackbone(depth=config["depth"], in_channels=3, width=config["width"], dilate_last=dilate_last)
+def build_front_end(config: dict[str, Any], *, dilate_last: bool) -> Backbone:
+    """The SPD visual front-end (``config["encoder"]``, ResNet by default); captioning runs it
+    undilated (7x7 grid at 224 px), SPD at OS16."""
+    return build_backbone(config, in_channels=3, num_stages=4, dilate_last=dilate_last)
 
 
 class SPD(nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import TSTAttention
-from .backbone import STAGE_NAMES, ResNetBackbone
+from .backbone import STAGE_NAMES, build_backbone
 from .layers import ImageNormalize, alpha_head, conv_bn_relu, resize_to, upsample2
 
 ENCODER_STAGES = STAGE_NAMES[:3]  # SPGM's encoder stops after res4
@@ -134,7 +134,10 @@ class SPGM(nn.Module):
     """The SPGM branch.
 
     Args:
-        config: the ``"spgm"`` section of a model configuration.
+        config: the ``"spgm"`` section of a model configuration. Its optional ``refine_stride``
+            (default 1) is the output stride of the last decoder level: 1 runs it at the full input
+            resolution (the paper); 2 runs it at the stem's resolution on the half-size image and
+            upsamples its alpha bilinearly, a quarter of the cost of the decoder's most expensive level.
         guide_channels: channels of SPD's ``(r2, r3, r4)``.
     """
 
@@ -143,8 +146,11 @@ class SPGM(nn.Module):
         self.config = config
         self.use_tst = bool(config["use_tst"])
         self.use_aft = bool(config["use_aft"])
+        self.refine_stride = int(config.get("refine_stride", 1))
+        if self.refine_stride not in (1, 2):
+            raise ValueError(f"refine_stride must be 1 or 2, got {self.refine_stride}")
         self.normalize = ImageNormalize()
-        self.encoder = ResNetBackbone(depth=config["depth"], in_channels=4, width=config["width"], num_stages=3)
+        self.encoder = build_backbone(config, in_channels=4, num_stages=3, dilate_last=False)
         stage_channels = self.encoder.stage_channels
         unknown = set(config["tst_stages"]) - set(ENCODER_STAGES)
         if unknown:
@@ -203,7 +209,11 @@ class SPGM(nn.Module):
         x, alpha_os8 = self.levels[0](torch.cat([upsample2(x), f3], dim=1), mask)
         x, alpha_os4 = self.levels[1](torch.cat([upsample2(x), f2], dim=1), alpha_os8)
         x = self.stem_fuse(torch.cat([upsample2(x), stem], dim=1))
-        x, alpha = self.levels[2](torch.cat([upsample2(x), rgb], dim=1), alpha_os4)
+        if self.refine_stride == 1:
+            x, alpha = self.levels[2](torch.cat([upsample2(x), rgb], dim=1), alpha_os4)
+        else:
+            x, alpha = self.levels[2](torch.cat([x, F.avg_pool2d(rgb, 2)], dim=1), alpha_os4)
+            alpha = resize_to(alpha, image)  # bilinear between values in [0, 1] stays in [0, 1]
         if self.training:
             return alpha_os8, alpha_os4, alpha
         return alpha
