@@ -40,6 +40,17 @@ def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The frame area-resized to ``width`` x ``height``, halved first while it is at least twice as large.
+
+    cv2's area filter has a fast path for exact integer ratios: 1280x720 -> 384x224 takes 6.0 ms direct and
+    2.8 ms through 640x360 (one core), a tenth of a live frame's budget saved.
+    """
+    while frame.shape[0] >= 2 * height and frame.shape[1] >= 2 * width and not (frame.shape[0] | frame.shape[1]) & 1:
+        frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
     """(height, width) with the longer side at most ``work_size``, both rounded to multiples of 32."""
     scale = min(1.0, work_size / max(height, width))
@@ -180,7 +191,7 @@ class Matter:
             return np.asarray(self.alpha_on_device(frames).cpu().numpy(), dtype=np.float32)
         batch, work_h, work_w = self._batch(frames)
         height, width = batch.shape[1:3]
-        resized = np.stack([cv2.resize(f, (work_w, work_h), interpolation=cv2.INTER_AREA) for f in batch])
+        resized = np.stack([shrink(f, work_w, work_h) for f in batch])
         image = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
         alpha = self.scheduler(image)
         if self.upsampler is not None:

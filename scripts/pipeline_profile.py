@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from spgim.runtime.machine import flags_line, machine_facts
-from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.matting import Matter, shrink, working_size
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.job import matte_video
 
@@ -80,22 +80,24 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     frames = _decode(args.clip, args.frames)
     height, width = frames[0].shape[:2]
     matter = Matter(
-        args.model, backend=args.backend, work_size=args.work_size, keyframe_interval=args.keyframe_interval
+        args.model,
+        backend=args.backend,
+        work_size=args.work_size,
+        keyframe_interval=args.keyframe_interval,
+        threads=args.threads,
+        spinning=False,
     )
     work_h, work_w = working_size(height, width, matter.work_size)
 
     def preprocess() -> int:
         for rgb in frames:
-            small = cv2.resize(rgb, (work_w, work_h), interpolation=cv2.INTER_AREA)
+            small = shrink(rgb, work_w, work_h)
             np.ascontiguousarray(small.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0)
         return len(frames)
 
     stages["preprocess"] = _measure(preprocess)
     images = [
-        np.ascontiguousarray(
-            cv2.resize(f, (work_w, work_h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
-        ).astype(np.float32)
-        / np.float32(255.0)
+        np.ascontiguousarray(shrink(f, work_w, work_h).transpose(2, 0, 1)[None]).astype(np.float32) / np.float32(255.0)
         for f in frames
     ]
     for image in images[:3]:  # warm-up
@@ -123,6 +125,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
             backend=args.backend,
             work_size=args.work_size,
             keyframe_interval=args.keyframe_interval,
+            threads=args.threads,
+            preset=args.job_preset,
             duration=args.frames / 20.0 if args.duration_from_frames else None,
             progress=False,
             log=lambda message: None,
@@ -151,6 +155,8 @@ def main() -> int:
     parser.add_argument("--clip", required=True, type=Path, help="a video file (720p for the live target)")
     parser.add_argument("--frames", type=int, default=120, help="frames per stage (default 120)")
     parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--threads", type=int, default=0, help="model threads (0: the backend's default)")
+    parser.add_argument("--job-preset", default="ultrafast", help="x264 preset of the whole job (default ultrafast)")
     parser.add_argument("--work-size", type=int, help="default: the export's")
     parser.add_argument("--keyframe-interval", type=int, help="default: the export's")
     parser.add_argument("--presets", default="ultrafast,superfast,veryfast", type=lambda s: s.split(","))

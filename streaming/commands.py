@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         batch=args.batch,
         codec=args.codec,
         quality=args.quality,
+        preset=args.preset,
         live=True if args.live else None,
         start=args.start,
         duration=args.duration,
@@ -117,6 +118,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch", type=int, default=1, help="frames per model call for recorded input (default 1)")
     parser.add_argument("--codec", help="override the codec: h264, h265, vp9, prores, png")
     parser.add_argument("--quality", type=int, help="0-100, higher is better (default: visually lossless)")
+    parser.add_argument(
+        "--preset", help="H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources)"
+    )
     parser.add_argument("--preview", action="store_true", help="show the composite in a window")
     parser.add_argument("--live", action="store_true", help="drop late frames (default for network and webcam input)")
     parser.add_argument("--start", type=_seconds, help="start at this time (seconds or M:SS)")

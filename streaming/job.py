@@ -110,6 +110,7 @@ def matte_video(
     batch: int = 1,
     codec: str | None = None,
     quality: int | None = None,
+    preset: str | None = None,
     live: bool | None = None,
     start: float | None = None,
     duration: float | None = None,
@@ -126,6 +127,7 @@ def matte_video(
         output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
             with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
+        preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
         work_size, keyframe_interval, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
@@ -177,7 +179,9 @@ def matte_video(
     back: Background | None = None
     try:
         for kind, path in wanted.items():
-            outputs[kind] = [open_output(path, kind=kind, info=info, codec=codec, quality=quality, audio=True)]
+            outputs[kind] = [
+                open_output(path, kind=kind, info=info, codec=codec, quality=quality, audio=True, preset=preset)
+            ]
         if "composite" in outputs:
             back = Background(background, info.width, info.height, info.rotation)
         bar = _progress_bar(info.frames, enabled=progress and not info.live)

@@ -68,14 +68,29 @@ def choose_codec(path: Path, kind: str, codec: str | None) -> str:
     return table[suffix]
 
 
-def _quality_options(codec: str, quality: int | None) -> dict[str, str]:
-    """0-100 (higher is better) mapped to each encoder's own scale; None: visually lossless defaults."""
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def _quality_options(
+    codec: str, quality: int | None, *, live: bool = False, preset: str | None = None
+) -> dict[str, str]:
+    """0-100 (higher is better) mapped to each encoder's own scale; None: visually lossless defaults.
+
+    H.264/H.265 files use ``veryfast``; live sources ``ultrafast`` with zero-latency tuning (no frame
+    look-ahead): at 1280x720 x264 costs 14 ms of CPU per frame ultrafast, 27 superfast, 36 veryfast
+    (``scripts/pipeline_profile.py``), and a live frame has 66 ms of CPU on two cores for everything.
+    """
+    if preset is not None and preset not in X264_PRESETS:
+        raise SpgimError(f"unknown encoder preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
     if quality is not None and not 0 <= quality <= 100:
         raise SpgimError(f"quality must be 0-100, got {quality}")
     q = 1.0 - (quality if quality is not None else 65) / 100.0
     if codec in ("h264", "h265"):
         # veryfast: 28 ms/frame at 1280x720 against medium's 60 (the encoder shares the cores with the model).
-        return {"crf": str(round(51 * q)), "preset": "veryfast"}
+        options = {"crf": str(round(51 * q)), "preset": preset or ("ultrafast" if live else "veryfast")}
+        if live:
+            options["tune"] = "zerolatency"
+        return options
     if codec == "vp9":
         return {"crf": str(round(63 * q)), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
     if codec == "mjpeg":
@@ -140,7 +155,16 @@ class PngSequence(Output):
 class VideoOutput(Output):
     """A video file written through PyAV, with the input's audio tracks when it is a composite or foreground."""
 
-    def __init__(self, path: Path, kind: str, codec: str, info: VideoInfo, quality: int | None, audio: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        codec: str,
+        info: VideoInfo,
+        quality: int | None,
+        audio: bool,
+        preset: str | None = None,
+    ) -> None:
         import av
 
         self.path, self.kind, self.codec, self.info = path, kind, codec, info
@@ -158,6 +182,7 @@ class VideoOutput(Output):
             reason = getattr(error, "strerror", None) or str(error)
             raise SpgimError(f"cannot write {path}: {reason}") from None
         try:
+            self.preset = preset
             self._add_video(codec, info, quality, bool(odd))
             self.audio: dict[int, tuple[Any, Any, Any]] = {}
             if audio and kind != "alpha":
@@ -174,7 +199,10 @@ class VideoOutput(Output):
         if codec == "prores":
             stream.pix_fmt = "yuva444p10le" if self.kind == "foreground" else "yuv422p10le"
             profile = "4444" if self.kind == "foreground" else "hq"
-            stream.options = {"profile": profile, **_quality_options(codec, quality)}
+            stream.options = {
+                "profile": profile,
+                **_quality_options(codec, quality, live=info.live, preset=self.preset),
+            }
         else:
             if codec == "vp9":
                 stream.pix_fmt = "yuva420p" if self.kind == "foreground" else "yuv420p"
@@ -182,7 +210,7 @@ class VideoOutput(Output):
                 stream.pix_fmt = "yuvj444p"
             else:
                 stream.pix_fmt = "yuv444p" if odd else "yuv420p"
-            stream.options = _quality_options(codec, quality)
+            stream.options = _quality_options(codec, quality, live=info.live, preset=self.preset)
         if info.time_base:
             stream.time_base = info.time_base
             stream.codec_context.time_base = info.time_base
@@ -295,6 +323,7 @@ def open_output(
     codec: str | None = None,
     quality: int | None = None,
     audio: bool = True,
+    preset: str | None = None,
 ) -> Output:
     """Open ``path`` for ``kind`` ("composite", "alpha" or "foreground") frames of the input ``info``.
 
@@ -307,4 +336,4 @@ def open_output(
         return PngSequence(target, kind, info)
     if target.is_dir():
         raise SpgimError(f"{target} is a folder; give a file name, or use the folder for a PNG sequence")
-    return VideoOutput(target, kind, chosen, info, quality, audio)
+    return VideoOutput(target, kind, chosen, info, quality, audio, preset)

@@ -189,3 +189,43 @@ def test_guided_upsampling_runs_the_exported_graph_on_the_backends_engine(folder
     assert not np.allclose(alpha, plain(frames), atol=1e-4)
     # auto on the CPU is bilinear: the graph costs more than a live frame's budget here.
     assert Matter(folder, backend=backend, work_size=128).upsampling == "bilinear"
+
+
+def test_matte_command_keyframes_and_says_so(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import av
+    from media import make_clip
+
+    from spgim.cli import main
+
+    clip = make_clip(tmp_path / "clip.mp4", size=(160, 96), frames=10).path
+    out = tmp_path / "out.mp4"
+    argv = ["matte", str(clip), "--model", str(folder), "--output", str(out), "--backend", "onnxruntime"]
+    argv += ["--keyframe-interval", "4", "--work-size", "128", "--upsample", "guided", "--preset", "ultrafast"]
+    assert main(argv) == 0
+    assert "SPD on 3 keyframes (interval 4)" in capsys.readouterr().err
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+    bad = ["matte", str(clip), "--model", str(folder), "--output", str(tmp_path / "b.mp4"), "--preset", "warp"]
+    assert main(bad) != 0
+    assert "unknown encoder preset 'warp'" in capsys.readouterr().err
+
+
+def test_live_sources_encode_for_latency() -> None:
+    from spgim.streaming.outputs import _quality_options
+
+    assert _quality_options("h264", None)["preset"] == "veryfast"
+    live = _quality_options("h264", None, live=True)
+    assert (live["preset"], live["tune"]) == ("ultrafast", "zerolatency")
+    assert _quality_options("h264", None, live=True, preset="superfast")["preset"] == "superfast"
+
+
+def test_shrink_is_area_resizing_halved_first_when_it_can() -> None:
+    from spgim.runtime.matting import shrink
+
+    frame = cv2.resize(_scene(5, 1)[0], (1280, 720), interpolation=cv2.INTER_CUBIC)  # photo-like, not noise
+    direct = cv2.resize(frame, (384, 224), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert shrink(frame, 384, 224).shape == (224, 384, 3)
+    assert np.abs(shrink(frame, 384, 224).astype(np.float32) - direct).mean() < 2.0
+    # Exact halvings give cv2's direct area filter up to the rounding of the intermediate image.
+    exact = cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert np.abs(shrink(frame, 320, 180).astype(np.int16) - exact).max() <= 1
