@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ import numpy as np
 from spgim.runtime.machine import flags_line, machine_facts
 from spgim.runtime.matting import Matter, shrink, working_size
 from spgim.streaming.composite import GREEN, composite
+from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video
+from spgim.streaming.outputs import open_output
 
 
 def _cpu_seconds() -> float:
@@ -58,18 +61,17 @@ def _decode(clip: Path, limit: int) -> list[np.ndarray]:
 
 
 def _encode(frames: list[np.ndarray], preset: str, rate: int) -> int:
-    with tempfile.TemporaryDirectory() as folder, av.open(str(Path(folder) / "out.mp4"), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": preset, "crf": "18"}
-        for index, rgb in enumerate(frames):
-            picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            picture.pts = index
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """The job's own composite output (its colour conversion and encoder options) at ``preset``."""
+    info = VideoInfo(
+        width=frames[0].shape[1], height=frames[0].shape[0], time_base=Fraction(1, rate), rate=Fraction(rate)
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        output = open_output(Path(folder) / "out.mp4", kind="composite", info=info, audio=False, preset=preset)
+        try:
+            for index, rgb in enumerate(frames):
+                output.write(VideoFrame(index=index, rgb=rgb, pts=index, time_base=info.time_base, captured=0.0), rgb)
+        finally:
+            output.close()
     return len(frames)
 
 
