@@ -1,4 +1,4 @@
-"""``spgim demo`` (what ``make demo`` runs), shrunk: generate, train three stages, evaluate, then reuse."""
+"""``spgim demo`` (what ``make demo`` runs), shrunk: generate, train three stages, evaluate, the live part, reuse."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SPGIM = str(Path(sys.executable).with_name("spgim"))
 
 def _demo(out: Path) -> subprocess.CompletedProcess[str]:
     shrink = ["--scenes", "12", "--epochs", "1", "--workers", "0", "--clip-frames", "8", "--bench-iters", "1"]
+    shrink += ["--live-clip-frames", "8"]
     return subprocess.run(
         [SPGIM, "demo", "--out", str(out), *shrink],
         capture_output=True,
@@ -42,15 +43,65 @@ def test_demo_trains_evaluates_and_reuses_its_checkpoints(tmp_path: Path) -> Non
     line = next(x for x in first.stdout.splitlines() if x.startswith("demo: quality against the true alpha"))
     assert f"MAE {quality['mean']['mae']:.4f} IoU {quality['mean']['iou']:.4f}" in line
     bench = json.loads((tmp_path / "bench.json").read_text())
-    assert bench["rows"] and bench["video"][0]["frames"] == 8
-    stamps = {stage: (tmp_path / "runs" / stage / "best.pt").stat().st_mtime_ns for stage in ("caption", "spd", "spgm")}
+    assert bench["rows"] and bench["video"][0]["frames"] == 8 and bench["video"][0]["model"] == "tiny"
+    _check_live_part(tmp_path, first.stdout, bench)
+    assert "demo: wall time data" in first.stdout and "live" in first.stdout.splitlines()[-1]
+    best = [tmp_path / "runs" / stage / "best.pt" for stage in ("caption", "spd", "spgm")]
+    best += [tmp_path / "live" / "runs" / stage / "best.pt" for stage in ("spd", "spgm")]
+    stamps = {path: path.stat().st_mtime_ns for path in best}
     second = _demo(tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "reusing the generated scenes" in second.stdout
     assert "reusing the export" in second.stdout and "reusing the clip" in second.stdout
-    for stage, stamp in stamps.items():
-        assert f"demo: reusing {tmp_path / 'runs' / stage / 'best.pt'}" in second.stdout
-        assert (tmp_path / "runs" / stage / "best.pt").stat().st_mtime_ns == stamp
+    assert f"reusing the export in {tmp_path / 'live' / 'export'}" in second.stdout
+    assert f"reusing the clip {tmp_path / 'live' / 'clip-720p.mp4'}" in second.stdout
+    assert "demo: trained" not in second.stdout
+    assert not any(x.startswith("exported ") for x in second.stdout.splitlines())
+    for path, stamp in stamps.items():
+        assert f"demo: reusing {path}" in second.stdout
+        assert path.stat().st_mtime_ns == stamp
+
+
+def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
+    """The live model's files: checkpoints, the export's stream entry, the 720p composite, quality and bench row."""
+    import av
+
+    from spgim.runtime.artifacts import load_artifacts
+    from spgim.train.config import MODEL_CONFIGS
+
+    live = out / "live"
+    for stage in ("spd", "spgm"):
+        assert f"demo: trained live {stage}" in stdout and (live / "runs" / stage / "best.pt").is_file()
+    artifacts = load_artifacts(live / "export")  # the manifest, each sidecar and its size
+    assert {(a.branch, a.format, a.precision) for a in artifacts} >= {
+        (branch, fmt, "fp32") for branch in ("spd", "spgm") for fmt in ("onnx", "openvino", "torchscript")
+    }
+    for artifact in artifacts:
+        if artifact.branch in ("spd", "spgm"):
+            assert artifact.sidecar["config"]["name"] == "live"
+            assert artifact.sidecar["export_size"] == [384, 224]
+            stream = artifact.sidecar["stream"]
+            assert {k: stream[k] for k in ("work_size", "keyframe_interval")} == MODEL_CONFIGS["live"]["stream"]
+    with av.open(str(live / "composite.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 8 and all(frame.shape == (720, 1280, 3) for frame in frames)
+    with av.open(str(live / "clip-720p-alpha.mkv")) as container:
+        truth = np.stack([frame.to_ndarray(format="gray") for frame in container.decode(video=0)])
+    alpha = np.stack([_grey_png(path) for path in sorted((live / "alpha").glob("*.png"))])
+    assert alpha.shape == truth.shape == (8, 720, 1280)
+    quality = json.loads((live / "quality.json").read_text())
+    mae = float(np.abs(alpha.astype(np.float64) - truth.astype(np.float64)).mean()) / 255
+    assert abs(quality["mean"]["mae"] - mae) < 1e-4, (quality["mean"], mae)
+    line = next(x for x in stdout.splitlines() if x.startswith("demo: quality against the true alpha clip-720p"))
+    assert f"MAE {quality['mean']['mae']:.4f} IoU {quality['mean']['iou']:.4f}" in line
+    row = bench["video"][1]
+    assert row["model"] == "live" and row["frames"] == 8 and row["keyframe_interval"] == 8
+    assert row["size"] == [1280, 720] and row["work_size"] == [384, 224]
+    assert row["model_fps"] > 0 and row["end_to_end_fps"] > 0
+    table = stdout.splitlines()
+    header = next(i for i, x in enumerate(table) if x.startswith("live model, video"))
+    assert f"{row['model_fps']:.2f}" in table[header + 1] and f"{row['end_to_end_fps']:.2f}" in table[header + 1]
+    assert "1280x720" in table[header + 1] and "384x224" in table[header + 1]
 
 
 def test_demo_quality_line_comes_from_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,3 +123,9 @@ def test_demo_quality_line_comes_from_the_files(tmp_path: Path, capsys: pytest.C
     # All-zero alpha: MAE is the mean of the clip's 8-bit alpha (written losslessly), IoU 0.
     expected = float(np.mean(info.alpha)) / 255
     assert abs(scores["mae"] - expected) < 2e-3 and scores["iou"] == 0
+
+
+def _grey_png(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert image is not None, path
+    return image

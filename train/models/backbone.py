@@ -251,8 +251,10 @@ class MobileNetV3Backbone(nn.Module):
         self.arch = arch
         self.num_stages = num_stages
         adjust = partial(InvertedResidualConfig.adjust_channels, width_mult=width_mult)
-        # torchvision's norm layer for MobileNetV3, so its ImageNet statistics keep their meaning.
-        norm: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+        # torchvision's eps, so ImageNet statistics keep their meaning; but PyTorch's default momentum (0.1), not
+        # torchvision's 0.01, which is for fine-tuning from ImageNet: trained from scratch for a few hundred steps
+        # (the demo), the running statistics were still mostly their initial values and eval-mode SPD gave ~0.
+        norm: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
         channels = adjust(MOBILENET_STEM)
         layers: list[nn.Module] = [
             Conv2dNormActivation(
