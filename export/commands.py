@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
             sidecar = json.loads(where.with_name(where.name + ".json").read_text())
             # With the files that travel with it (OpenVINO IR's .bin).
             size = (where.stat().st_size + sum(c["bytes"] for c in sidecar.get("companions", []))) / 1e6
-            print(f"{item['branch']:<5} {item['format']:<12} {item['precision']:<5} {size:8.1f} MB  {where}")
+            print(f"{item['branch']:<8} {item['format']:<12} {item['precision']:<5} {size:8.1f} MB  {where}")
     print(f"exported {len(artifacts)} artifacts to {args.out} (sidecars beside each, index in spgim-export.json)")
     return 0
 

@@ -225,7 +225,7 @@ def register(subparsers: Any) -> None:
         epilog=EXAMPLES["summary"],
         formatter_class=formatter,
     )
-    summary.add_argument("--config", default="paper", help="model configuration: paper or tiny (default paper)")
+    summary.add_argument("--config", default="paper", help="model configuration: paper, tiny or live (default paper)")
     summary.add_argument("--size", default="512x512", help="input size WxH, multiples of 32 (default 512x512)")
     summary.add_argument("--variant", default=None, help="ablation variant: basic, basic+aft, spg-im-wo-aft, spg-im")
     summary.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -25,7 +25,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``spgim train``."""
     parser.add_argument("stage", choices=["caption", "spd", "spgm"], help="which stage to train")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (docs/data-layout.md)")
-    parser.add_argument("--config", default="tiny", help="model configuration: paper or tiny (default tiny)")
+    parser.add_argument("--config", default="tiny", help="model configuration: paper, tiny or live (default tiny)")
     parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
     parser.add_argument("--init", type=Path, help="spd: caption checkpoint whose front-end SPD starts from")
     parser.add_argument("--spd", type=Path, help="spgm: the trained SPD checkpoint (kept frozen)")
