@@ -127,16 +127,21 @@ def export_pt2(
     }
 
 
-def accepted_sizes(program: torch.export.ExportedProgram) -> tuple[list[int], list[int]]:
-    """The smallest and largest (height, width) of the first input that an exported program accepts.
+def accepted_sizes(
+    program: torch.export.ExportedProgram, name: str | None = None, axes: tuple[int, ...] = (2, 3)
+) -> tuple[list[int], list[int]]:
+    """The smallest and largest sizes along ``axes`` (default (height, width) of NCHW) of one input of a program.
 
-    Read from the program, not the profile: ``torch.export`` raises a dynamic dim's lower bound to 2
-    (it treats 0 and 1 as special), so a profile that starts at 32 px yields a package that starts at 64.
+    ``name`` is the input's name (default: the first input). Read from the program, not the profile:
+    ``torch.export`` raises a dynamic dim's lower bound to 2 (it treats 0 and 1 as special), so a profile that
+    starts at 32 px yields a package that starts at 64.
     """
-    name = program.graph_signature.user_inputs[0]
+    name = name or program.graph_signature.user_inputs[0]
     node = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == name)
+    shape = node.meta["val"].shape
     smallest, largest = [], []
-    for side in node.meta["val"].shape[2:]:
+    for axis in axes:
+        side = shape[axis]
         if isinstance(side, int):
             smallest.append(side)
             largest.append(side)

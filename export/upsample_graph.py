@@ -121,18 +121,4 @@ def export_upsample_pt2(
 def _frame_sizes(program: torch.export.ExportedProgram, spec: GraphSpec) -> tuple[list[int], list[int]]:
     """The smallest and largest (height, width) of the frame input the program accepts."""
     (frame,) = [t for t in spec.inputs if t.frame]
-    node = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == frame.name)
-    shape = node.meta["val"].shape
-    smallest, largest = [], []
-    for axis in frame.spatial_axes:
-        side = shape[axis]
-        if isinstance(side, int):
-            smallest.append(side)
-            largest.append(side)
-            continue
-        expr = side.node.expr
-        (symbol,) = expr.free_symbols
-        bounds = program.range_constraints[symbol]
-        smallest.append(int(expr.subs(symbol, bounds.lower)))
-        largest.append(int(expr.subs(symbol, bounds.upper)))
-    return smallest, largest
+    return accepted_sizes(program, frame.name, tuple(frame.spatial_axes))
