@@ -8,6 +8,7 @@ import torch
 from spgim.train.config import VARIANTS, get_config
 from spgim.train.models import ATTENTION_IMPLS, attention_impl, build_model, focal_mask, saliency_target
 from spgim.train.models.attention import QUERY_BLOCK
+from spgim.train.models.layers import clamp_unit
 from spgim.train.summary import PAPER_PARAMS_M, count_parameters
 
 
@@ -124,3 +125,14 @@ def test_saliency_target_is_downsampled_and_blurred() -> None:
     assert set(sharp.unique().tolist()) == {0.0, 1.0}
     assert 0.0 < float(blurred[0, 0, 8, 4]) < 1.0  # the edge is soft after blurring
     torch.testing.assert_close(blurred.mean(), sharp.mean(), atol=1e-3, rtol=0)
+
+
+def test_clamp_unit_passes_the_gradient_in_training_only() -> None:
+    x = torch.tensor([-0.5, 0.3, 1.4], requires_grad=True)
+    target = torch.tensor([0.8, 0.3, 0.2])
+    for training, expected in ((True, [-1.6, 0.0, 1.6]), (False, [0.0, 0.0, 0.0])):
+        x.grad = None
+        out = clamp_unit(x, training)
+        assert torch.equal(out.detach(), torch.tensor([0.0, 0.3, 1.0]))
+        ((out - target) ** 2).sum().backward()
+        assert x.grad is not None and torch.allclose(x.grad, torch.tensor(expected)), (training, x.grad)

@@ -19,8 +19,11 @@ from spgim.train.checkpoint import load_checkpoint, load_model
 from spgim.train.config import get_config
 from spgim.train.data.matting import MattingTestDataset
 from spgim.train.data.synth import generate_dataset
+from spgim.train.distributed import DistInfo
 from spgim.train.evaluate import validation_sad
-from spgim.train.models import build_model
+from spgim.train.models import build_model, saliency_target
+from spgim.train.recipes import get_recipe
+from spgim.train.stages import SPGMStage
 
 BIN = Path(sys.executable).parent
 SMALL = ["--config", "tiny", "--workers", "0", "--crop", "64", "--bg-per-fg", "2", "--batch-size", "4"]
@@ -77,6 +80,55 @@ def test_spd_starts_from_the_caption_front_end(data: Path, runs: Path, tmp_path:
     for name, value in caption["state_dict"].items():
         if name.startswith("backbone.") and "running" not in name and "num_batches" not in name:
             assert torch.equal(fresh[name], value), name
+
+
+@pytest.mark.parametrize("stage", ["spd", "spgm"])
+def test_fine_tuning_starts_from_a_checkpoint_of_the_branch(data: Path, runs: Path, tmp_path: Path, stage: str) -> None:
+    start = runs / stage / "best.pt"
+    base = ["train", stage, "--data", str(data), "--out", str(tmp_path / "tuned")]
+    if stage == "spgm":
+        base += ["--spd", str(runs / "spd" / "best.pt")]
+    # One step at learning rate 0 keeps every learned weight of the starting checkpoint.
+    short = ["--epochs", "1", "--max-steps-per-epoch", "1", "--lr", "0"]
+    assert main([*base, *SMALL, *short, "--init", str(start)]) == 0
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt", branch=stage)
+    assert tuned["extra"]["init"] == str(start)
+    for name, value in load_checkpoint(start)["state_dict"].items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(tuned["state_dict"][name], value), name
+    # A checkpoint of another branch, or one made for another configuration, is one line.
+    wrong = runs / ("spgm" if stage == "spd" else "caption") / "best.pt"
+    # spgm: the basic variant's SPGM has no TST; spd: the live configuration's SPD another encoder.
+    other = [*SMALL, "--variant", "basic"] if stage == "spgm" else ["--config", "live"]
+    for argv, message in (
+        ([*base, *SMALL, "--init", str(wrong)], str(wrong)),
+        ([*base, *other, "--init", str(start)], f"--init {start} was made for another configuration"),
+    ):
+        result = _spgimrun(*argv)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_propagated_guides_replace_a_share_of_spd_masks(data: Path, runs: Path) -> None:
+    def stage(share: float) -> SPGMStage:
+        recipe = get_recipe("tiny", "spgm", crop=64, propagated_guide=share)
+        info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+        spd = runs / "spd" / "best.pt"
+        return SPGMStage(data=data, config_name="tiny", recipe=recipe, info=info, seed=0, spd_path=spd)
+
+    alpha = torch.stack([stage(0.0).train_set[i]["alpha"] for i in range(6)])
+    mask = torch.full((6, 1, 16, 16), 0.25)
+    assert stage(0.0)._mix_propagated_guides(mask, alpha, 0.0) is mask
+    truth = saliency_target(alpha, (16, 16), stage(1.0).guide_sigma)
+    guides = stage(1.0)._mix_propagated_guides(mask, alpha, 1.0)
+    assert torch.equal(guides, stage(1.0)._mix_propagated_guides(mask, alpha, 1.0))  # seeded
+    # Every guide is S(truth) moved a little: close to it, never the SPD mask, not all exactly S(truth).
+    assert not bool((guides == 0.25).all(dim=(1, 2, 3)).any())
+    differences = (guides - truth).abs().mean(dim=(1, 2, 3))
+    assert float(differences.max()) < 0.05 and float(differences.max()) > 1e-4, differences
+    half = stage(0.5)._mix_propagated_guides(mask, alpha, 0.5)
+    kept = (half == 0.25).all(dim=(1, 2, 3))
+    assert 0 < int(kept.sum()) < 6, kept
 
 
 def test_spgm_validation_sad_halves_after_a_short_run(data: Path, runs: Path) -> None:

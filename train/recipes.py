@@ -97,6 +97,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 RECIPES["live"] = copy.deepcopy(RECIPES["tiny"])
 for _stage in ("spd", "spgm"):
     RECIPES["live"][_stage]["crop"] = 256
+# Half of SPGM's guides are S(the truth moved a little), as a stream's propagated guide between keyframes.
+RECIPES["live"]["spgm"]["propagated_guide"] = 0.5
 
 
 def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -112,6 +114,8 @@ def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **ove
         raise SpgimError(f"no recipe for config {config_name!r} stage {stage!r}")
     recipe = copy.deepcopy(RECIPES[config_name][stage])
     recipe.setdefault("max_steps_per_epoch", None)  # a cap for smoke runs; None = the whole epoch
+    if stage == "spgm":
+        recipe.setdefault("propagated_guide", 0.0)  # share of guides made from the moved truth (live: 0.5)
     if preset is not None:
         if preset not in PAPER_MILESTONES:
             raise SpgimError(f"unknown schedule preset {preset!r}; choose one of {', '.join(PAPER_MILESTONES)}")

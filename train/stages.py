@@ -25,6 +25,16 @@ from .evaluate import validation_sad
 from .models import SPD, SPGM, CaptionModel, guide_channels, saliency_target
 
 
+def load_branch_weights(
+    model: nn.Module, payload: dict[str, Any], config: dict[str, Any], branch: str, path: Path
+) -> None:
+    """Start ``model`` from a checkpoint of the same branch and configuration (fine-tuning)."""
+    differences = config_differences(config[branch], payload["config"][branch], branch)
+    if differences:
+        raise SpgimError(f"--init {path} was made for another configuration: {differences[0]}")
+    model.load_state_dict(payload["state_dict"])
+
+
 class CaptionStage:
     """Visual-to-textual pre-training of SPD's front-end on COCO Captions (paper §3.1, A.2)."""
 
@@ -128,7 +138,7 @@ class SPDStage:
         self.model = SPD(self.config["spd"])
         self.init = str(init) if init else None
         if resume is None and init is not None:
-            self._load_front_end(init)
+            self._load_init(init)
         self.train_set = MattingTrainDataset(
             data,
             size=recipe["crop"],
@@ -138,8 +148,14 @@ class SPDStage:
         )
         self.val_set = MattingTestDataset(data, size=recipe["crop"]) if (data / "test").is_dir() else None
 
-    def _load_front_end(self, path: Path) -> None:
-        payload = load_checkpoint(path, branch="caption")
+    def _load_init(self, path: Path) -> None:
+        """A caption checkpoint gives the front-end; an SPD checkpoint the whole branch (fine-tuning)."""
+        payload = load_checkpoint(path)
+        if payload["branch"] == "spd":
+            load_branch_weights(self.model, payload, self.config, "spd", path)
+            return
+        if payload["branch"] != "caption":
+            raise SpgimError(f"--init {path} holds a {payload['branch']} branch; spd starts from a caption or spd one")
         differences = config_differences(self.config["spd"], payload["config"]["spd"], "spd")
         if differences:
             raise SpgimError(f"caption checkpoint {path} has another front-end: {differences[0]}")
@@ -188,6 +204,7 @@ class SPGMStage:
         seed: int,
         spd_path: Path,
         variant: str | None = None,
+        init: Path | None = None,
         resume: dict[str, Any] | None = None,
     ) -> None:
         self.recipe, self.info = recipe, info
@@ -202,7 +219,13 @@ class SPGMStage:
         if resume is not None and resume["extra"].get("spd_digest") != self.spd_digest:
             raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
         self.spd_path = str(spd_path)
+        # A stream's guide between keyframes is S(previous alpha), blurred as SPD's target was.
+        self.guide_sigma = float(spd_payload.get("extra", {}).get("mask_sigma") or 1.0)
+        self.guide_generator = torch.Generator().manual_seed(seed)
         self.model = SPGM(self.config["spgm"], guide_channels(self.config))
+        self.init = str(init) if init else None
+        if resume is None and init is not None:
+            load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
         self.train_set = MattingTrainDataset(data, size=recipe["crop"], bg_per_fg=recipe["bg_per_fg"], seed=seed)
         self.val_set = MattingTestDataset(data) if (data / "test").is_dir() else None
 
@@ -213,6 +236,9 @@ class SPGMStage:
         image, target = batch["image"], batch["alpha"]
         with torch.no_grad():
             mask, r2, r3, r4 = self.spd(image)
+            share = float(self.recipe.get("propagated_guide", 0.0))  # absent from runs made before it
+            if share > 0 and model.training:
+                mask = self._mix_propagated_guides(mask, target, share)
         alphas = model(image, mask, r2, r3, r4)
         total = image.new_zeros(())
         for weight, alpha in zip(self.recipe["loss_weights"], alphas, strict=True):
@@ -220,6 +246,28 @@ class SPGMStage:
                 alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
             total = total + weight * F.l1_loss(alpha, target)
         return total
+
+    def _mix_propagated_guides(self, mask: Tensor, alpha: Tensor, share: float) -> Tensor:
+        """Replace the guide of about ``share`` of the samples by S(the truth, moved a little).
+
+        Between keyframes a stream guides SPGM with S(previous frame's alpha): right in shape,
+        a few pixels off where the object moved, turned or grew. Trained only on SPD's masks, SPGM
+        would never have seen such a guide (nor learned to correct its offset).
+        """
+        batch = alpha.shape[0]
+        generator = self.guide_generator
+        chosen = torch.rand(batch, generator=generator) < share
+        if not bool(chosen.any()):
+            return mask
+        angle = (torch.rand(batch, generator=generator) - 0.5) * (2 * np.pi * 8 / 360)  # up to 4 degrees
+        scale = 1.0 + (torch.rand(batch, generator=generator) - 0.5) * 0.1  # up to 5 % smaller or larger
+        shift = (torch.rand(batch, 2, generator=generator) - 0.5) * 0.08  # up to 2 % of the side each way
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(alpha), list(alpha.shape), align_corners=False)
+        moved = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        propagated = saliency_target(moved, mask.shape[-2:], self.guide_sigma)
+        return torch.where(chosen.to(mask.device).view(-1, 1, 1, 1), propagated, mask)
 
     def validate(self) -> dict[str, float]:
         if self.val_set is None:
@@ -229,4 +277,4 @@ class SPGMStage:
         return {"val_sad": sad, "score": sad}
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        return {"spd_digest": self.spd_digest, "spd_checkpoint": self.spd_path}
+        return {"spd_digest": self.spd_digest, "spd_checkpoint": self.spd_path, "init": self.init}

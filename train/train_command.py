@@ -27,7 +27,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (docs/data-layout.md)")
     parser.add_argument("--config", default="tiny", help="model configuration: paper, tiny or live (default tiny)")
     parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
-    parser.add_argument("--init", type=Path, help="spd: caption checkpoint whose front-end SPD starts from")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="spd: a caption checkpoint (its front-end) or an spd one; spgm: an spgm one (fine-tuning)",
+    )
     parser.add_argument("--spd", type=Path, help="spgm: the trained SPD checkpoint (kept frozen)")
     parser.add_argument("--variant", help="spgm ablation: basic, basic+aft, spg-im-wo-aft, spg-im (default)")
     parser.add_argument("--resume", type=Path, help="continue exactly from a checkpoint of this run (last.pt)")
@@ -68,8 +72,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("spgim train spgm needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
     if args.stage != "spgm" and (args.spd is not None or args.variant is not None):
         raise SpgimError("--spd and --variant belong to the spgm stage")
-    if args.stage != "spd" and args.init is not None:
-        raise SpgimError("--init belongs to the spd stage (a caption checkpoint)")
+    if args.stage == "caption" and args.init is not None:
+        raise SpgimError("--init belongs to the spd stage (a caption or spd checkpoint) and spgm (an spgm one)")
     resume: dict[str, Any] | None = None
     if args.resume is not None:
         resume = load_checkpoint(args.resume, branch=args.stage)
@@ -111,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
         elif args.stage == "spd":
             stage = SPDStage(init=args.init, **common)
         else:
-            stage = SPGMStage(spd_path=args.spd, variant=args.variant, **common)
+            stage = SPGMStage(spd_path=args.spd, variant=args.variant, init=args.init, **common)
         if resume is not None:
             stage.model.load_state_dict(resume["state_dict"])
         state = run_training(

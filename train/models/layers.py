@@ -38,6 +38,19 @@ def alpha_head(in_channels: int, kernel_size: int = 3) -> nn.Conv2d:
     return head
 
 
+def clamp_unit(x: Tensor, training: bool) -> Tensor:
+    """``x`` clamped to [0, 1]; in training the gradient passes as if unclamped (straight-through).
+
+    A plain clamp gives no gradient outside [0, 1]: a head pushed below 0 everywhere early in
+    training (the saliency target is mostly 0) then stays there for good, predicting 0 for every
+    pixel. Passing the gradient through lets the loss pull it back wherever the target is above 0.
+    Eval (and so every export) is the plain clamp.
+    """
+    if not training:
+        return x.clamp(0.0, 1.0)
+    return x + (x.clamp(0.0, 1.0) - x).detach()
+
+
 class ImageNormalize(nn.Module):
     """RGB in [0, 1] to ImageNet-normalised input; part of the graph so every backend agrees."""
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone, build_backbone
-from .layers import ImageNormalize, alpha_head, conv_bn_relu, resize_to
+from .layers import ImageNormalize, alpha_head, clamp_unit, conv_bn_relu, resize_to
 
 
 class ASPP(nn.Module):
@@ -47,7 +47,7 @@ class SPDDecoder(nn.Module):
 
     def forward(self, aspp: Tensor, low: Tensor) -> Tensor:
         x = torch.cat([resize_to(aspp, low), self.reduce(low)], dim=1)
-        return self.head(self.fuse(x)).clamp(0.0, 1.0)
+        return clamp_unit(self.head(self.fuse(x)), self.training)
 
 
 def build_front_end(config: dict[str, Any], *, dilate_last: bool) -> Backbone:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .attention import TSTAttention
 from .backbone import STAGE_NAMES, build_backbone
-from .layers import ImageNormalize, alpha_head, conv_bn_relu, resize_to, upsample2
+from .layers import ImageNormalize, alpha_head, clamp_unit, conv_bn_relu, resize_to, upsample2
 
 ENCODER_STAGES = STAGE_NAMES[:3]  # SPGM's encoder stops after res4
 
@@ -114,7 +114,7 @@ class AFTBlock(nn.Module):
         body = self.body(torch.cat([x, previous], dim=1))
         detail = self.detail(torch.cat([x, focus], dim=1))
         x = self.fuse(torch.cat([body, detail], dim=1))
-        return x, self.head(x).clamp(0.0, 1.0)
+        return x, clamp_unit(self.head(x), self.training)
 
 
 class PlainBlock(nn.Module):
@@ -127,7 +127,7 @@ class PlainBlock(nn.Module):
 
     def forward(self, feature: Tensor, previous_alpha: Tensor) -> tuple[Tensor, Tensor]:
         x = self.convs(feature)
-        return x, self.head(x).clamp(0.0, 1.0)
+        return x, clamp_unit(self.head(x), self.training)
 
 
 class SPGM(nn.Module):
