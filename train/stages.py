@@ -266,7 +266,7 @@ class SPGMStage:
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta.to(alpha), list(alpha.shape), align_corners=False)
         moved = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        propagated = saliency_target(moved, mask.shape[-2:], self.guide_sigma)
+        propagated = saliency_target(moved, (mask.shape[-2], mask.shape[-1]), self.guide_sigma)
         return torch.where(chosen.to(mask.device).view(-1, 1, 1, 1), propagated, mask)
 
     def validate(self) -> dict[str, float]:
