@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ def test_round_trip_restores_identical_outputs(tmp_path: Path) -> None:
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
     save_checkpoint(tmp_path / "spd.pt", branch="spd", config=config, model=spd)
     path = save_checkpoint(tmp_path / "spgm.pt", branch="spgm", config=config, model=spgm, extra={"epoch": 3})
-    assert [p.name for p in tmp_path.iterdir()] == sorted(["spd.pt", "spgm.pt"]) or len(list(tmp_path.iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spd.pt", "spgm.pt"]
     payload = load_checkpoint(path, branch="spgm", config=config)
     assert payload["extra"] == {"epoch": 3} and payload["config"] == config
     spd2, spgm2 = load_model(tmp_path / "spd.pt", "spd").eval(), load_model(path, "spgm", config).eval()
@@ -90,3 +91,25 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     save_checkpoint(target, branch="spd", config=config, model=model)
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.pt"]
     assert len(target.read_bytes()) == len(first)
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = get_config("tiny")
+    model = build_model("spd", config)
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, branch="spd", config=config, model=model, extra={"epoch": 1})
+    before = target.read_bytes()
+    real_save = torch.save
+
+    def interrupted(payload: object, handle: Any) -> None:
+        real_save(payload, handle)  # the whole archive reaches the temp file, then Ctrl-C lands
+        handle.truncate(handle.tell() // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(target, branch="spd", config=config, model=model, extra={"epoch": 2})
+    monkeypatch.undo()
+    assert target.read_bytes() == before  # the previous checkpoint, whole and untouched
+    assert load_checkpoint(target, branch="spd")["extra"] == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no half-written temp file left

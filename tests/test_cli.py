@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from spgim.cli import build_parser
+from spgim.train.config import get_config
+from spgim.train.summary import PAPER_PARAMS_M, model_summary
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 
@@ -51,7 +53,14 @@ def test_summary_json_has_params_and_flops_per_branch() -> None:
 def test_summary_table_for_paper_config_cites_table6() -> None:
     result = _run("summary", "--config", "paper", "--size", "512x512")
     assert result.returncode == 0, result.stderr
-    assert "40.2" in result.stdout and "61.2" in result.stdout and "GFLOPs" in result.stdout
+    # The counted parameters and FLOPs of the built model, each next to Table 6's figure.
+    summary = model_summary(get_config("paper"), 512, 512)
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    for key, label in (("spd", "SPD"), ("spgm", "SPGM"), ("total", "total")):
+        counted, table6, gflops = rows[label]
+        assert counted == f"{summary['params'][key] / 1e6:.2f}" and table6 == f"{PAPER_PARAMS_M[key]:.1f}"
+        assert gflops == f"{summary['flops'][key] / 1e9:.1f}"
+    assert abs(summary["params"]["total"] / 1e6 - PAPER_PARAMS_M["total"]) < 0.02 * PAPER_PARAMS_M["total"]
 
 
 @pytest.mark.parametrize(
