@@ -58,8 +58,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from loopback import LoopbackSender, free_port
+from requirements import unavailable
 
 __all__ = [
     "AUDIO_RATE",
@@ -114,25 +114,25 @@ def debian_file(package: str, member: str) -> Path:
 
     Returns: the path of the unpacked file.
 
-    Skips the calling test (``pytest.skip``) when apt-get or dpkg is missing, the download fails
-    (no network, no package lists) or the package has no such file.
+    Skips the calling test when apt-get or dpkg is missing, the download fails (no network, no
+    package lists) or the package has no such file; fails it instead in CI (:func:`unavailable`).
     """
     cache = media_cache()
     tree = cache / package
     if not tree.is_dir():
         for tool in ("apt-get", "dpkg"):
             if shutil.which(tool) is None:
-                pytest.skip(f"{tool} not found: cannot fetch {member} from the Debian package {package}")
+                unavailable(f"{tool} not found: cannot fetch {member} from the Debian package {package}")
         cache.mkdir(parents=True, exist_ok=True)
         with open(cache / f".{package}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not tree.is_dir():
                 error = _unpack(package, cache, tree)
                 if error:
-                    pytest.skip(f"cannot fetch the Debian package {package}: {error}")
+                    unavailable(f"cannot fetch the Debian package {package}: {error}")
     found = [path for path in sorted(tree.rglob(Path(member).name)) if path.as_posix().endswith(member)]
     if not found:
-        pytest.skip(f"the Debian package {package} has no file {member}")
+        unavailable(f"the Debian package {package} has no file {member}")
     return found[0]
 
 

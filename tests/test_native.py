@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from requirements import unavailable
 
 from spgim import tst_op, tst_reference
 from spgim.train.models.attention import attention_matmul
@@ -93,6 +94,14 @@ def _numpy_float64(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) ->
 
 def test_ctest_passes(native_build: Path) -> None:
     output = _run(["ctest", "--test-dir", str(native_build), "--output-on-failure"])
+    assert "100% tests passed" in output, output
+
+
+def test_the_cuda_kernel_runs_emulated_on_cpu_threads(native_build: Path) -> None:
+    listed = _run(["ctest", "--test-dir", str(native_build), "-N"])
+    if "tst_attention_kernel_emulated" not in listed:
+        unavailable("the C++ compiler has no C++20 <barrier>: the CUDA kernel's CPU emulation test was not built")
+    output = _run(["ctest", "--test-dir", str(native_build), "-R", "tst_attention_kernel_emulated"])
     assert "100% tests passed" in output, output
 
 
