@@ -72,12 +72,16 @@ def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
     """The live model's files: checkpoints, the export's stream entry, the 720p composite, quality and bench row."""
     import av
 
+    from spgim.reference import reference_checkpoint
     from spgim.runtime.artifacts import load_artifacts
+    from spgim.train.checkpoint import load_checkpoint
     from spgim.train.config import MODEL_CONFIGS
 
     live = out / "live"
     for stage in ("spd", "spgm"):
         assert f"demo: trained live {stage}" in stdout and (live / "runs" / stage / "best.pt").is_file()
+        # Fine-tuned from the shipped reference, not trained from scratch.
+        assert load_checkpoint(live / "runs" / stage / "best.pt")["extra"]["init"] == str(reference_checkpoint(stage))
     artifacts = load_artifacts(live / "export")  # the manifest, each sidecar and its size
     assert {(a.branch, a.format, a.precision) for a in artifacts} >= {
         (branch, fmt, "fp32") for branch in ("spd", "spgm") for fmt in ("onnx", "openvino", "torchscript")
