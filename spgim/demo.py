@@ -34,11 +34,11 @@ LIVE_EPOCHS = 2  # per stage (--epochs overrides it as it does the tiny stages')
 LIVE_STEPS_PER_EPOCH = 20  # about 10 s per epoch of SPD and less of SPGM on two CPU cores
 LIVE_TUNE_LR = {"spd": 3e-4, "spgm": 2e-4}  # a tenth of the recipe's: adapt the reference, do not retrain it
 LIVE_CROP = 128  # the demo scenes' size: the recipe's 256 crops would only upscale them, at 4x the cost
-LIVE_CLIP_SIZE = (1280, 720)  # works at 384x224, the live configuration's working size
+LIVE_CLIP_SIZE = (1280, 720)  # works at 320x192, the live configuration's working size
 LIVE_CLIP_FRAMES = 60
 LIVE_CLIP_FPS = 30
-# 384x224 is the working size of a 16:9 frame; the dynamic profile covers other shapes as well.
-LIVE_EXPORT = ["--formats", "onnx,openvino,torchscript", "--precision", "fp32", "--height", "224", "--width", "384"]
+# 320x192 is the working size of a 16:9 frame; the dynamic profile covers other shapes as well.
+LIVE_EXPORT = ["--formats", "onnx,openvino,torchscript", "--precision", "fp32", "--height", "192", "--width", "320"]
 LIVE_EXPORT += ["--dynamic", "--min-size", "64x64", "--max-size", "512x512"]
 
 
@@ -242,7 +242,7 @@ def _bench(model: Path, clip: Path, out: Path, iters: int, live: tuple[Path, Pat
     write_report(report, None, out / "bench.png")
     if live is not None:
         live_model, live_clip = live
-        # The export's working size (384) and keyframe interval (8), as `spgim matte` runs it.
+        # The export's working size (320) and keyframe interval (8), as `spgim matte` runs it.
         row = video_bench(live_model, live_clip, backend="auto", precision="fp32", warmup=1, iters=max(iters, 8))
         report["video"].append({"model": "live", **row})
         print(_live_row(row))

@@ -89,7 +89,7 @@ def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
     for artifact in artifacts:
         if artifact.branch in ("spd", "spgm"):
             assert artifact.sidecar["config"]["name"] == "live"
-            assert artifact.sidecar["export_size"] == [384, 224]
+            assert artifact.sidecar["export_size"] == [320, 192]
             stream = artifact.sidecar["stream"]
             assert {k: stream[k] for k in ("work_size", "keyframe_interval")} == MODEL_CONFIGS["live"]["stream"]
     with av.open(str(live / "composite.mp4")) as container:
@@ -106,12 +106,12 @@ def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
     assert f"MAE {quality['mean']['mae']:.4f} IoU {quality['mean']['iou']:.4f}" in line
     row = bench["video"][1]
     assert row["model"] == "live" and row["frames"] == 8 and row["keyframe_interval"] == 8
-    assert row["size"] == [1280, 720] and row["work_size"] == [384, 224]
+    assert row["size"] == [1280, 720] and row["work_size"] == [320, 192]
     assert row["model_fps"] > 0 and row["end_to_end_fps"] > 0
     table = stdout.splitlines()
     header = next(i for i, x in enumerate(table) if x.startswith("live model, video"))
     assert f"{row['model_fps']:.2f}" in table[header + 1] and f"{row['end_to_end_fps']:.2f}" in table[header + 1]
-    assert "1280x720" in table[header + 1] and "384x224" in table[header + 1]
+    assert "1280x720" in table[header + 1] and "320x192" in table[header + 1]
 
 
 def test_demo_quality_line_comes_from_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

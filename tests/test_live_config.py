@@ -201,12 +201,12 @@ def test_live_export_runs_on_every_cpu_backend_like_eager(
     if reason is not None:
         pytest.skip(reason)
     matter = Matter(folder, backend=backend, precision=precision, keyframe_interval=0, upsampling="guided")
-    assert (matter.work_size, matter.scheduler.policy.guide_sigma) == (384, 1.0)  # the export's stream entry
+    assert (matter.work_size, matter.scheduler.policy.guide_sigma) == (320, 1.0)  # the export's stream entry
     assert Matter(folder, backend=backend, precision=precision).keyframe_interval == 8
     import cv2
 
-    frames = np.random.default_rng(5).integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)  # works at 384x224
-    image = cv2.resize(frames[0], (384, 224), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
+    frames = np.random.default_rng(5).integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)  # works at 320x192
+    image = cv2.resize(frames[0], (320, 192), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
     image = torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0
     with torch.no_grad():
         expected = GuidedUpsampler()(spgm(image, *spd(image)), image, torch.from_numpy(frames))[:, 0].numpy()

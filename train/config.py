@@ -100,9 +100,12 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     # should take <= ~40 ms, SPGM runs on every frame and should take <= ~10-12 ms, in ONNX Runtime
     # with 2 threads at the working size. scripts/live_encoders.py measures the candidates; on a
     # shared 2-core EPYC (CPU time / 2 threads, 384x224): SPD ~17 ms, SPGM ~8 ms; at 512x288 SPD
-    # ~30 ms, SPGM ~15 ms, hence a working size of 384. The decoder's cost is in its OS2/OS1 levels,
-    # not the encoder: the last AFT level runs at OS2 (refine_stride 2; at full resolution it is
-    # ~2x SPGM's whole time) with 4 channels; TST attends at res4 only (576 tokens at 512x288).
+    # ~30 ms, SPGM ~15 ms. The working size is 320 (320x192 for 16:9): the reference checkpoints matte
+    # the three reference clips as well there as at 384x224 (IoU 0.51/0.03/0.77 vs 0.48/0.05/0.77 at
+    # K=8), and the 720p job runs ~3 frames/s faster (README, "Live matting on a CPU"). The decoder's
+    # cost is in its OS2/OS1 levels, not the encoder: the last AFT level runs at OS2 (refine_stride 2;
+    # at full resolution it is ~2x SPGM's whole time) with 4 channels; TST attends at res4 only (576
+    # tokens at 512x288).
     "live": {
         "name": "live",
         "image_size": 256,
@@ -144,7 +147,7 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_separable": 5,
             "refine_stride": 2,
         },
-        "stream": {"work_size": 384, "keyframe_interval": 8},
+        "stream": {"work_size": 320, "keyframe_interval": 8},
     },
 }
 
