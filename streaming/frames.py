@@ -15,6 +15,27 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class AudioTiming:
+    """What the first packets of an audio track say about its timestamps (``streaming.audio`` probes them)."""
+
+    packets: int
+    untimed: int  # without a PTS or DTS
+    disordered: int  # whose DTS does not rise
+    undated: int  # without a duration
+
+    @property
+    def clean(self) -> bool:
+        """Whether the packets can be remuxed as they are."""
+        return self.packets > 0 and not self.untimed and not self.disordered
+
+    def describe(self) -> str:
+        """The faults found, in words."""
+        faults = [(self.untimed, "without timestamps"), (self.disordered, "out of order")]
+        found = [f"{count} {words}" for count, words in faults if count]
+        return f"{', '.join(found) or 'none faulty'} of the first {self.packets} packets"
+
+
+@dataclass(frozen=True)
 class AudioTrack:
     """One audio stream of the input, as the sinks need it to remux or re-encode it."""
 
@@ -24,6 +45,7 @@ class AudioTrack:
     channels: int
     time_base: Fraction
     stream: Any = field(repr=False, compare=False)  # the PyAV input stream, a template for remuxing
+    timing: AudioTiming | None = None  # None: not probed (the retimer still guards the remux)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ The codec follows the extension (or ``codec``): H.264 in .mp4/.mov/.mkv, VP9 in 
 foreground in .webm/.mkv, PNGs in a folder or ``%05d.png`` pattern. Every frame keeps the input's
 timestamp, so the frame count and variable frame rate survive; the display rotation is copied;
 odd sizes are encoded 4:4:4 where 4:2:0 needs even sides. Audio packets are remuxed untouched when
-the container takes the codec, otherwise re-encoded (AAC, Opus for WebM) and a note says so.
+the container takes the codec (re-timed where their timestamps are missing or out of order), otherwise
+re-encoded (AAC, Opus for WebM) and a note says so; a track the muxer still refuses mid-job is
+dropped from that output with a note, and the video is finished without it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
+from .audio import PacketRetimer, frame_samples
 from .composite import upright
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
 
@@ -185,7 +188,8 @@ class VideoOutput(Output):
         try:
             self.preset = preset
             self._add_video(codec, info, quality, bool(odd))
-            self.audio: dict[int, tuple[Any, Any, Any]] = {}
+            self.audio: dict[int, _AudioRoute] = {}
+            self.dropped_audio: list[_AudioRoute] = []
             if audio and kind != "alpha":
                 for track in info.audio:
                     self._add_audio(track)
@@ -223,8 +227,19 @@ class VideoOutput(Output):
         import av
 
         suffix = self.path.suffix.lower()
-        if track.codec in _REMUX.get(suffix, set()):
-            self.audio[track.index] = (self.container.add_stream_from_template(track.stream), None, None)
+        timing = track.timing
+        repairable = timing is None or timing.untimed < timing.packets or timing.undated < timing.packets
+        repairable = repairable or frame_samples(track.codec, track.sample_rate) is not None
+        if track.codec in _REMUX.get(suffix, set()) and repairable:
+            stream = self.container.add_stream_from_template(track.stream)
+            faulty = timing is not None and not timing.clean
+            retimer = PacketRetimer(track, from_samples=faulty)
+            self.audio[track.index] = _AudioRoute(track, stream, retimer=retimer)
+            if timing is not None and faulty:
+                self.notes.append(
+                    f"{self.path.name}: audio track {track.index} ({track.codec}) remuxed, re-timed from its "
+                    f"sample counts ({timing.describe()})"
+                )
             return
         target = "libopus" if suffix == ".webm" else "aac"
         # Opus runs at 48 kHz; AAC at the next standard rate up (an 11024 Hz camera track becomes 11025 Hz).
@@ -236,12 +251,10 @@ class VideoOutput(Output):
         layout = {1: "mono", 2: "stereo"}.get(channels) or (context.layout.name if context is not None else "stereo")
         encoder.layout = layout
         resampler = av.AudioResampler(format=encoder.format.name, layout=layout, rate=rate, frame_size=1024)
-        self.audio[track.index] = (encoder, track.stream, resampler)
+        self.audio[track.index] = _AudioRoute(track, encoder, resampler=resampler)
         name = "Opus" if target == "libopus" else "AAC"
-        self.notes.append(
-            f"{self.path.name}: audio track {track.index} ({track.codec}) re-encoded to {name}: "
-            f"{suffix} cannot hold {track.codec}"
-        )
+        why = f"{suffix} cannot hold {track.codec}" if repairable else "its packets carry no timing"
+        self.notes.append(f"{self.path.name}: audio track {track.index} ({track.codec}) re-encoded to {name}: {why}")
 
     def write(self, frame: VideoFrame, image: np.ndarray) -> None:
         import av
@@ -275,26 +288,23 @@ class VideoOutput(Output):
         self.frames_written += 1
 
     def write_audio(self, packet: AudioPacket) -> None:
+        """Remux or re-encode one packet; a track the muxer still refuses is dropped, the video goes on."""
         import av
 
+        route = self.audio.get(packet.track)
+        if route is None:
+            return
         try:
-            self._write_audio(packet)
+            route.write(self.container, packet.packet)
         except av.error.FFmpegError as error:
-            raise SpgimError(f"cannot write the audio of {self.path.name}: {error}") from None
-
-    def _write_audio(self, packet: AudioPacket) -> None:
-        entry = self.audio.get(packet.track)
-        if entry is None:
-            return
-        stream, decoder_stream, resampler = entry
-        if resampler is None:
-            packet.packet.stream = stream
-            self.container.mux(packet.packet)
-            return
-        for decoded in decoder_stream.codec_context.decode(packet.packet):
-            for chunk in resampler.resample(decoded):
-                for encoded in stream.encode(chunk):
-                    self.container.mux(encoded)
+            del self.audio[packet.track]
+            self.dropped_audio.append(route)
+            when = packet.packet.pts
+            seconds = f" at {float(when * packet.packet.time_base):.2f} s" if when is not None else ""
+            self.notes.append(
+                f"{self.path.name}: audio track {packet.track} stopped{seconds} ({error}); "
+                "the video was finished without the rest of it"
+            )
 
     def close(self) -> None:
         import av
@@ -312,14 +322,47 @@ class VideoOutput(Output):
     def _flush(self) -> None:
         for packet in self.video.encode(None):
             self.container.mux(packet)
-        for stream, _, resampler in self.audio.values():
-            if resampler is None:
-                continue
-            for chunk in resampler.resample(None):
-                for encoded in stream.encode(chunk):
-                    self.container.mux(encoded)
-            for encoded in stream.encode(None):
-                self.container.mux(encoded)
+        for route in [*self.audio.values(), *self.dropped_audio]:
+            if route.retimer is not None and route.retimer.repaired and not route.retimer.from_samples:
+                self.notes.append(
+                    f"{self.path.name}: audio track {route.track.index}: {route.retimer.repaired} packets re-timed "
+                    "(missing or out-of-order timestamps)"
+                )
+        for route in self.audio.values():
+            route.flush(self.container)
+
+
+class _AudioRoute:
+    """How one input audio track reaches an output: remuxed through a retimer, or decoded and re-encoded."""
+
+    def __init__(
+        self, track: AudioTrack, stream: Any, *, retimer: PacketRetimer | None = None, resampler: Any = None
+    ) -> None:
+        self.track, self.stream, self.retimer, self.resampler = track, stream, retimer, resampler
+        self.samples = 0  # given to the encoder: its timestamps, whatever the input's say
+
+    def write(self, container: Any, packet: Any) -> None:
+        if self.retimer is not None:
+            self.retimer(packet)
+            packet.stream = self.stream
+            container.mux(packet)
+            return
+        for decoded in self.track.stream.codec_context.decode(packet):
+            self._encode(container, self.resampler.resample(decoded))
+
+    def _encode(self, container: Any, chunks: list[Any]) -> None:
+        for chunk in chunks:
+            chunk.pts, chunk.time_base = self.samples, Fraction(1, chunk.sample_rate)
+            self.samples += chunk.samples
+            for encoded in self.stream.encode(chunk):
+                container.mux(encoded)
+
+    def flush(self, container: Any) -> None:
+        if self.resampler is None:
+            return
+        self._encode(container, self.resampler.resample(None))
+        for encoded in self.stream.encode(None):
+            container.mux(encoded)
 
 
 def open_output(

@@ -22,6 +22,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
+from .audio import probe_audio_timing
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
 from .urls import is_network, is_webcam, redact, scrub
 
@@ -129,6 +130,7 @@ class PyAVSource(Source):
             pass
         if first is None:
             raise SpgimError(f"{self.name}: no video frame could be decoded ({_codec_name(self.video)})")
+        timing = probe_audio_timing(self.spec, [s.index for s in self.audio_streams]) if self.audio_streams else {}
         tracks = tuple(
             AudioTrack(
                 index=i,
@@ -137,6 +139,7 @@ class PyAVSource(Source):
                 channels=s.codec_context.channels if s.codec_context else 0,
                 time_base=s.time_base,
                 stream=s,
+                timing=timing.get(s.index),
             )
             for i, s in enumerate(self.audio_streams)
         )
@@ -172,7 +175,12 @@ class PyAVSource(Source):
                 self.corrupt += 1  # a truncated or damaged tail: what was decoded so far is kept
                 break
             if packet.stream.type == "audio":
-                if packet.size and packet.pts is not None and self._in_range(packet.pts * packet.time_base):
+                # An untimed packet is kept (the output re-times it) unless a time range must be cut.
+                if packet.pts is None:
+                    wanted = self.begin is None and self.end is None
+                else:
+                    wanted = self._in_range(packet.pts * packet.time_base)
+                if packet.size and wanted:
                     yield AudioPacket(self.audio_streams.index(packet.stream), packet)
                 continue
             try:

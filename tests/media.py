@@ -87,7 +87,7 @@ _TONE_HZ = 440.0
 _TIME_BASES = {".mkv": Fraction(1, 1000), ".webm": Fraction(1, 1000)}
 _CODEC_TIME_BASES = {"mpeg4": Fraction(1, 30000)}
 _DEFAULT_TIME_BASE = Fraction(1, 90000)
-_AUDIO_CODECS = {"aac": "aac", "mp3": "libmp3lame", "pcm_s16le": "pcm_s16le", "opus": "libopus"}
+_AUDIO_CODECS = {"aac": "aac", "mp3": "libmp3lame", "pcm_s16le": "pcm_s16le", "opus": "libopus", "vorbis": "vorbis"}
 
 
 # --- real clips ---------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def make_clip(
         fps: nominal frame rate; with ``vfr`` the highest rate.
         codec: video encoder (``libx264``, ``libx265``, ``libvpx-vp9``, ``mjpeg``, ``mpeg4``...).
         rotation: counter-clockwise degrees written as the stream's display matrix (0 writes none).
-        audio: ``None``, ``"aac"``, ``"mp3"``, ``"pcm_s16le"`` or ``"opus"`` (not in .mov): a 440 Hz
+        audio: ``None``, ``"aac"``, ``"mp3"``, ``"pcm_s16le"``, ``"opus"`` or ``"vorbis"``: a 440 Hz
             tone at 48 kHz mono lasting as long as the video.
         vfr: irregular timestamps: each gap is 1, 2 or 3 nominal frame durations, drawn from ``seed``.
         pix_fmt: encoder pixel format; default yuv420p, or yuv444p for x264/x265 at an odd size.
@@ -321,9 +321,12 @@ class _ToneWriter:
         if audio not in _AUDIO_CODECS:
             raise ValueError(f"audio must be one of {sorted(_AUDIO_CODECS)}, got {audio!r}")
         self.container = container
-        stream = container.add_stream(_AUDIO_CODECS[audio], rate=AUDIO_RATE)
+        # FFmpeg's own Vorbis encoder (PyAV's wheel has no libvorbis) is experimental and stereo only.
+        options = {"strict": "experimental"} if audio == "vorbis" else {}
+        self.layout = "stereo" if audio == "vorbis" else "mono"
+        stream = container.add_stream(_AUDIO_CODECS[audio], rate=AUDIO_RATE, options=options)
         assert isinstance(stream, av.AudioStream)
-        stream.layout = "mono"
+        stream.layout = self.layout
         self.stream = stream
         self.samples = 0
         self.packets = 0
@@ -335,7 +338,9 @@ class _ToneWriter:
             count = min(1024, end - self.samples)
             t = (self.samples + np.arange(count)) / AUDIO_RATE
             wave = (0.3 * np.sin(2 * np.pi * _TONE_HZ * t)).astype(np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+            if self.layout == "stereo":
+                wave = np.repeat(wave, 2, axis=0)
+            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=self.layout)
             frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, self.samples, Fraction(1, AUDIO_RATE)
             self._mux(self.stream.encode(frame))
             self.samples += count
