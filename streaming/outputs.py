@@ -227,6 +227,12 @@ class VideoOutput(Output):
         import av
 
         suffix = self.path.suffix.lower()
+        if track.channels <= 0 or track.sample_rate <= 0 or track.codec == "unknown":
+            self.notes.append(
+                f"{self.path.name}: audio track {track.index} left out: its header is damaged "
+                f"({track.codec}, {track.channels} channels, {track.sample_rate} Hz)"
+            )
+            return
         timing = track.timing
         repairable = timing is None or timing.untimed < timing.packets or timing.undated < timing.packets
         repairable = repairable or frame_samples(track.codec, track.sample_rate) is not None
