@@ -19,6 +19,63 @@ MANIFEST = "spgim-export.json"
 UPSAMPLE = "upsample"
 
 
+# The shape of what the runtime reads from a sidecar (absent keys are allowed, present ones must fit):
+# a type, a dict of keys, a one-item list (every element fits it), or SIZE, a [width, height] pair.
+SIZE = "size"
+_SIDECAR_SHAPE: dict[str, Any] = {
+    "branch": str,
+    "format": str,
+    "precision": str,
+    "artifact_bytes": int,
+    "companions": [{"file": str, "bytes": int}],
+    "inputs": [{"name": str}],
+    "outputs": [{"name": str}],
+    "source": {"spd_checkpoint": {"weights": str}},
+    "profile": {"min": SIZE, "opt": SIZE, "max": SIZE},
+    "export_size": SIZE,
+    "stream": {"work_size": int, "keyframe_interval": int, "guide_sigma": float},
+    "batch": int,
+    "flops_per_frame": float,
+    "cpu_flags": [str],
+    "package_sizes": dict,
+    "plugin": {"library": str},
+    "tensorrt_version": str,
+    "gpu": str,
+}
+_MANIFEST_ITEM = {"branch": str, "format": str, "precision": str, "file": str}
+
+
+def misfit(value: Any, shape: Any, where: str = "") -> str | None:
+    """The first place where ``value`` does not have ``shape`` (see ``_SIDECAR_SHAPE``), or None."""
+    if shape == SIZE:
+        fits = isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
+        return None if fits else f"{where or 'value'} is not a [width, height] pair"
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'value'} is not an object"
+        for key, inner in shape.items():
+            if key in value:
+                found = misfit(value[key], inner, f"{where}.{key}" if where else key)
+                if found:
+                    return found
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        return next((f for i, v in enumerate(value) if (f := misfit(v, shape[0], f"{where}[{i}]"))), None)
+    if shape is float:
+        fits = (_is_int(value) or isinstance(value, float)) and value == value
+    elif shape is int:
+        fits = _is_int(value)
+    else:
+        fits = isinstance(value, shape)
+    return None if fits else f"{where} is not {'a number' if shape in (int, float) else shape.__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One exported file and its sidecar."""
@@ -48,10 +105,28 @@ def load_artifacts(folder: str | Path) -> list[Artifact]:
     if not root.is_dir():
         raise SpgimError(f"model folder {root} does not exist")
     manifest = _read_json(root / MANIFEST, "manifest")
+    items = manifest.get("artifacts", [])
+    fault = misfit(items, [_MANIFEST_ITEM], "artifacts") or next(
+        (f"artifacts[{i}] lacks {key!r}" for i, item in enumerate(items) for key in _MANIFEST_ITEM if key not in item),
+        None,
+    )
+    if fault is None:
+        # A manifest names files beside it, never elsewhere (no "../" or absolute paths).
+        fault = next(
+            (f"{item['file']!r} is not a file name" for item in items if Path(item["file"]).name != item["file"]), None
+        )
+    if fault:
+        raise SpgimError(f"{root / MANIFEST} is not a valid spgim manifest: {fault}")
     artifacts = []
-    for item in manifest.get("artifacts", []):
+    for item in items:
         path = root / item["file"]
         sidecar = _read_json(path.with_name(path.name + ".json"), "sidecar")
+        fault = misfit(sidecar, _SIDECAR_SHAPE)
+        if fault is None:
+            names = [companion.get("file", "") for companion in sidecar.get("companions", [])]
+            fault = next((f"companion {n!r} is not a file name" for n in names if not n or Path(n).name != n), None)
+        if fault:
+            raise SpgimError(f"{path.name}.json is not a valid spgim sidecar: {fault}")
         if not path.is_file():
             raise SpgimError(f"{path} is listed in {MANIFEST} but missing")
         if sidecar.get("artifact_bytes") != path.stat().st_size:

@@ -39,7 +39,7 @@ def probe_audio_timing(path: str, stream_indices: list[int], packets: int = PROB
     counts = {index: [0, 0, 0, 0] for index in stream_indices}  # packets, untimed, disordered, undated
     last_dts: dict[int, int] = {}
     try:
-        with av.open(path) as container:
+        with av.open(path, metadata_errors="replace") as container:
             streams = [s for s in container.streams.audio if s.index in counts]
             if not streams:
                 return {}

@@ -65,7 +65,7 @@ class Background:
         import av
 
         try:
-            self.video = av.open(str(self.path))
+            self.video = av.open(str(self.path), metadata_errors="replace")
             if not self.video.streams.video:
                 raise SpgimError(f"background {self.path} has no video stream")
             self._frames = self.video.decode(self.video.streams.video[0])

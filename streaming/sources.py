@@ -88,7 +88,9 @@ class PyAVSource(Source):
             if path.is_file() and path.stat().st_size == 0:
                 raise SpgimError(f"{spec}: the file is empty")
         try:
-            self.container: Any = av.open(spec, timeout=(open_timeout, read_timeout) if is_network(spec) else None)
+            # Tags are text in no known encoding (a damaged or foreign file): undecodable bytes become U+FFFD.
+            timeout = (open_timeout, read_timeout) if is_network(spec) else None
+            self.container: Any = av.open(spec, timeout=timeout, metadata_errors="replace")
         except av.error.FFmpegError as error:
             raise SpgimError(f"cannot open {self.name}: {scrub(_reason(error), spec)}") from None
         try:

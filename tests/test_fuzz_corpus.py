@@ -7,16 +7,27 @@ seeds; ``make fuzz`` searches further with atheris (``tests/fuzz/fuzz_inputs.py`
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import av
+import numpy as np
 import pytest
 from fuzz.mutations import KINDS, mutate
 from media import make_clip
 from streaming_util import export_tiny
+
+from spgim.errors import SpgimError
+from spgim.runtime.artifacts import load_artifacts
+from spgim.streaming.frames import VideoFrame
+from spgim.streaming.sources import open_source
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 SEEDS = {".mp4": "aac", ".mkv": "opus", ".webm": "vorbis", ".mov": "pcm_s16le", ".avi": "mp3"}
@@ -69,3 +80,48 @@ def test_damaged_clips_end_cleanly(corpus: list[Path], tmp_path: Path) -> None:
     assert len(corpus) == len(SEEDS) * len(KINDS) == sum(outcomes.values())
     # Both ends are exercised: damage the demuxer survives, and damage it refuses.
     assert outcomes["written"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+def test_tags_in_no_known_encoding_do_not_stop_the_job(tmp_path: Path) -> None:
+    """What the fuzzer found first: a title whose bytes are not UTF-8 made opening the file raise."""
+    clip = tmp_path / "tagged.mkv"
+    with av.open(str(clip), "w") as container:
+        container.metadata["title"] = "spgim-tag-to-break"
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), index * 40, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = clip.read_bytes()
+    assert data.count(b"spgim-tag-to-break") == 1
+    clip.write_bytes(data.replace(b"spgim-tag-to-break", b"spgim-\xff\xfe-to-break"))
+    source = open_source(str(clip))
+    try:
+        assert "\ufffd" in source.container.metadata.get("title", "")
+        assert sum(isinstance(item, VideoFrame) for item in source.items(threading.Event())) == 6
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "change", "message"),
+    [
+        ("spgim-export.json", lambda d: d["artifacts"][0].pop("branch"), "artifacts[0] lacks 'branch'"),
+        ("spgim-export.json", lambda d: d["artifacts"][0].update(file="../spd.onnx"), "is not a file name"),
+        ("spgim-export.json", lambda d: d.update(artifacts=[1]), "artifacts[0] is not an object"),
+        ("spgm.onnx.json", lambda d: d.update(export_size="large"), "export_size is not a [width, height] pair"),
+        ("spgm.onnx.json", lambda d: d["stream"].update(work_size="big"), "stream.work_size is not a number"),
+        ("spgm.onnx.json", lambda d: d.update(companions=[{"file": "/etc/passwd", "bytes": 1}]), "not a file name"),
+    ],
+)
+def test_export_json_of_the_wrong_shape_is_one_line(
+    tmp_path: Path, where: str, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    """What the fuzzer found next: manifest and sidecar fields of the wrong type or missing raised KeyError."""
+    model = export_tiny(tmp_path / "model")
+    data = json.loads((model / where).read_text())
+    change(data)
+    (model / where).write_text(json.dumps(data))
+    with pytest.raises(SpgimError, match=re.escape(message)):
+        load_artifacts(model)
