@@ -13,6 +13,7 @@ dropped from that output with a note, and the video is finished without it.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,69 @@ from .composite import upright
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
 
 KINDS = ("composite", "alpha", "foreground")
-CODECS = ("h264", "h265", "vp9", "prores", "mjpeg", "png")
-_ENCODERS = {"h264": "libx264", "h265": "libx265", "vp9": "libvpx-vp9", "prores": "prores_ks", "mjpeg": "mjpeg"}
-_ALPHA_CODECS = ("prores", "vp9", "png")
-_DEFAULT_CODEC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".webm": "vp9", ".avi": "mjpeg"}
-_FOREGROUND_CODEC = {".mov": "prores", ".webm": "vp9", ".mkv": "vp9"}
-# Audio codecs each container takes as they are (checked with FFmpeg 8's muxers); others are re-encoded.
-_REMUX = {
-    ".mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
-    ".m4v": {"aac", "mp3", "alac", "ac3", "eac3"},
-    ".mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le", "pcm_u8"},
-    ".mkv": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_u8"},
-    ".webm": {"opus", "vorbis"},
-    ".avi": {"mp3", "ac3", "pcm_s16le", "pcm_u8"},
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """One codec ``spgim matte`` writes: its encoder, pixel formats and how 0-100 quality maps onto it."""
+
+    name: str
+    encoder: str  # FFmpeg's encoder; "" for PNG sequences, which OpenCV writes
+    pix_fmt: str
+    alpha_pix_fmt: str | None = None  # the foreground's, when the codec has an alpha plane
+    odd_pix_fmt: str | None = None  # when a side is odd and ``pix_fmt`` subsamples
+    scale: tuple[str, int, int] | None = None  # (option, best, worst) the quality maps onto linearly
+    fixed: tuple[tuple[str, str], ...] = ()  # options always set
+
+
+@dataclass(frozen=True)
+class Container:
+    """One file extension: the codecs chosen by default and the audio it holds as it is.
+
+    ``audio_kept`` was checked against FFmpeg 8's muxers; other audio is re-encoded to ``audio_encoder``.
+    """
+
+    suffix: str
+    codec: str
+    foreground_codec: str | None
+    audio_kept: frozenset[str]
+    audio_encoder: str = "aac"
+
+
+_CODECS = {
+    codec.name: codec
+    for codec in (
+        VideoCodec("h264", "libx264", "yuv420p", odd_pix_fmt="yuv444p", scale=("crf", 0, 51)),
+        VideoCodec("h265", "libx265", "yuv420p", odd_pix_fmt="yuv444p", scale=("crf", 0, 51)),
+        VideoCodec(
+            "vp9",
+            "libvpx-vp9",
+            "yuv420p",
+            alpha_pix_fmt="yuva420p",
+            scale=("crf", 0, 63),
+            fixed=(("b", "0"), ("deadline", "good"), ("cpu-used", "4"), ("row-mt", "1")),
+        ),
+        # ProRes: HQ 4:2:2 for opaque video, 4444 with alpha for the foreground; visually lossless unless asked.
+        VideoCodec("prores", "prores_ks", "yuv422p10le", alpha_pix_fmt="yuva444p10le", scale=("qscale", 1, 31)),
+        VideoCodec("mjpeg", "mjpeg", "yuvj444p", scale=("qscale", 2, 31)),
+        VideoCodec("png", "", "rgb24", alpha_pix_fmt="rgba"),
+    )
+}
+CODECS = tuple(_CODECS)
+_BASIC_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
+_CONTAINERS = {
+    container.suffix: container
+    for container in (
+        Container(".mp4", "h264", None, _BASIC_AUDIO | {"opus", "flac"}),
+        Container(".m4v", "h264", None, _BASIC_AUDIO),
+        Container(
+            ".mov", "h264", "prores", _BASIC_AUDIO | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le", "pcm_u8"}
+        ),
+        Container(".mkv", "h264", "vp9", _BASIC_AUDIO | {"opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_u8"}),
+        Container(".webm", "vp9", "vp9", frozenset({"opus", "vorbis"}), audio_encoder="libopus"),
+        Container(".avi", "mjpeg", None, frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"})),
+    )
 }
 _AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _IMAGE_FORMAT = {"composite": "rgb24", "alpha": "gray", "foreground": "rgba"}
@@ -55,24 +106,24 @@ def choose_codec(path: Path, kind: str, codec: str | None) -> str:
         raise SpgimError(f"unknown output kind {kind!r}; choose {', '.join(KINDS)}")
     if codec is not None:
         name = {"hevc": "h265", "avc": "h264", "x264": "h264", "x265": "h265"}.get(codec.lower(), codec.lower())
-        if name not in CODECS:
+        if name not in _CODECS:
             raise SpgimError(f"unknown codec {codec!r}; choose {', '.join(CODECS)}")
-        if kind == "foreground" and name not in _ALPHA_CODECS:
-            raise SpgimError(f"{name} has no alpha plane; the foreground needs {', '.join(_ALPHA_CODECS)}")
+        if kind == "foreground" and _CODECS[name].alpha_pix_fmt is None:
+            alpha = ", ".join(c.name for c in _CODECS.values() if c.alpha_pix_fmt)
+            raise SpgimError(f"{name} has no alpha plane; the foreground needs {alpha}")
         if name == "png" and not _is_sequence(path):
             raise SpgimError(f"{path}: PNG output is a folder or a pattern such as frames/%05d.png")
         return name
     if _is_sequence(path):
         return "png"
     suffix = path.suffix.lower()
-    table = _FOREGROUND_CODEC if kind == "foreground" else _DEFAULT_CODEC
-    if suffix not in table:
-        choices = ", ".join(sorted(table)) + ", or a folder for PNGs"
+    container = _CONTAINERS.get(suffix)
+    chosen = container and (container.foreground_codec if kind == "foreground" else container.codec)
+    if not chosen:
+        fits = [c.suffix for c in _CONTAINERS.values() if (c.foreground_codec if kind == "foreground" else c.codec)]
+        choices = ", ".join(sorted(fits)) + ", or a folder for PNGs"
         raise SpgimError(f"{path.name}: cannot write a {kind} video as {suffix or 'no extension'}; use {choices}")
-    return table[suffix]
-
-
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+    return chosen
 
 
 def _quality_options(
@@ -88,20 +139,18 @@ def _quality_options(
         raise SpgimError(f"unknown encoder preset {preset!r}; choose one of {', '.join(X264_PRESETS)}")
     if quality is not None and not 0 <= quality <= 100:
         raise SpgimError(f"quality must be 0-100, got {quality}")
-    q = 1.0 - (quality if quality is not None else 65) / 100.0
+    record = _CODECS[codec]
+    options = dict(record.fixed)
+    if record.scale is not None and (quality is not None or codec != "prores"):
+        option, best, worst = record.scale
+        worse = 1.0 - (quality if quality is not None else 65) / 100.0
+        options[option] = str(max(best, round(best + (worst - best) * worse)))
     if codec in ("h264", "h265"):
         # veryfast: 28 ms/frame at 1280x720 against medium's 60 (the encoder shares the cores with the model).
-        options = {"crf": str(round(51 * q)), "preset": preset or ("ultrafast" if live else "veryfast")}
+        options["preset"] = preset or ("ultrafast" if live else "veryfast")
         if live:
             options["tune"] = "zerolatency"
-        return options
-    if codec == "vp9":
-        return {"crf": str(round(63 * q)), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
-    if codec == "mjpeg":
-        return {"qscale": str(max(2, round(2 + 29 * q)))}
-    if codec == "prores":
-        return {} if quality is None else {"qscale": str(max(1, round(1 + 30 * q)))}
-    return {}
+    return options
 
 
 class Output(abc.ABC):
@@ -198,24 +247,18 @@ class VideoOutput(Output):
             raise
 
     def _add_video(self, codec: str, info: VideoInfo, quality: int | None, odd: bool) -> None:
+        record = _CODECS[codec]
         rate = info.rate if info.rate else Fraction(25)
-        stream = self.container.add_stream(_ENCODERS[codec], rate=rate)
+        stream = self.container.add_stream(record.encoder, rate=rate)
         stream.width, stream.height = info.width, info.height
-        if codec == "prores":
-            stream.pix_fmt = "yuva444p10le" if self.kind == "foreground" else "yuv422p10le"
-            profile = "4444" if self.kind == "foreground" else "hq"
-            stream.options = {
-                "profile": profile,
-                **_quality_options(codec, quality, live=info.live, preset=self.preset),
-            }
+        if self.kind == "foreground" and record.alpha_pix_fmt:
+            stream.pix_fmt = record.alpha_pix_fmt
         else:
-            if codec == "vp9":
-                stream.pix_fmt = "yuva420p" if self.kind == "foreground" else "yuv420p"
-            elif codec == "mjpeg":
-                stream.pix_fmt = "yuvj444p"
-            else:
-                stream.pix_fmt = "yuv444p" if odd else "yuv420p"
-            stream.options = _quality_options(codec, quality, live=info.live, preset=self.preset)
+            stream.pix_fmt = record.odd_pix_fmt if odd and record.odd_pix_fmt else record.pix_fmt
+        options = _quality_options(codec, quality, live=info.live, preset=self.preset)
+        if codec == "prores":
+            options["profile"] = "4444" if self.kind == "foreground" else "hq"
+        stream.options = options
         if info.time_base:
             stream.time_base = info.time_base
             stream.codec_context.time_base = info.time_base
@@ -236,7 +279,9 @@ class VideoOutput(Output):
         timing = track.timing
         repairable = timing is None or timing.untimed < timing.packets or timing.undated < timing.packets
         repairable = repairable or frame_samples(track.codec, track.sample_rate) is not None
-        if track.codec in _REMUX.get(suffix, set()) and repairable:
+        # An extension outside the table (an explicit --codec into .ts, say): keep no audio as it is.
+        container = _CONTAINERS.get(suffix) or Container(suffix, "", None, frozenset())
+        if track.codec in container.audio_kept and repairable:
             stream = self.container.add_stream_from_template(track.stream)
             faulty = timing is not None and not timing.clean
             retimer = PacketRetimer(track, from_samples=faulty)
@@ -247,7 +292,7 @@ class VideoOutput(Output):
                     f"sample counts ({timing.describe()})"
                 )
             return
-        target = "libopus" if suffix == ".webm" else "aac"
+        target = container.audio_encoder
         # Opus runs at 48 kHz; AAC at the next standard rate up (an 11024 Hz camera track becomes 11025 Hz).
         rate = 48000 if target == "libopus" else next((r for r in _AAC_RATES if r >= track.sample_rate), 48000)
         encoder = self.container.add_stream(target, rate=rate)
