@@ -27,7 +27,7 @@ ATTENTION_FORMS = {
 
 
 def _run(args: argparse.Namespace) -> int:
-    from spgim.train.config import parse_size
+    from spgim.sizes import parse_size
 
     from .exporter import ExportRequest, run_export
 

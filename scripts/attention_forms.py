@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from spgim.sizes import parse_size
+
 ENGINES = ("onnxruntime", "openvino")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
 
@@ -210,7 +212,7 @@ def main() -> None:
     if args.engine:
         child(args)
         return
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     forms = [f for f in args.forms.split(",") if f]
     engines = [e for e in args.engines.split(",") if e]
     export_forms(args.work, args.config, height, width, forms, args.precision)

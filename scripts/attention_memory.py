@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spgim.sizes import parse_size
+
 TARGET_GIB = 3.0
 SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
 
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--make-pair", action="store_true", help=argparse.SUPPRESS)  # internal steps
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     if args.make_pair:
         make_pair(args.work, args.config)
         return

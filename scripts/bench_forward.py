@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from spgim.train.config import get_config, parse_size
+from spgim.sizes import parse_size
+from spgim.train.config import get_config
 from spgim.train.models import build_model
 from spgim.train.summary import model_summary
 

@@ -30,6 +30,7 @@ import onnxruntime as ort
 import torch
 
 from spgim.runtime.artifacts import load_artifacts, select_pair
+from spgim.sizes import parse_size
 
 SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
 
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, write its result
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     image = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
     cores = len(os.sched_getaffinity(0))
     variants = _variants(load_artifacts(args.model), image, cores)

@@ -37,7 +37,8 @@ import torch
 from spgim.export.io_spec import spd_spec, spgm_spec
 from spgim.export.onnx_graphs import export_onnx
 from spgim.runtime.backends import session_options
-from spgim.train.config import MODEL_CONFIGS, get_config, parse_size
+from spgim.sizes import parse_size
+from spgim.train.config import MODEL_CONFIGS, get_config
 from spgim.train.models import build_model, guide_channels
 from spgim.train.summary import model_summary
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from spgim.cli import main as spgim_main
+from spgim.sizes import parse_size
 from spgim.train.checkpoint import save_checkpoint, weights_digest
-from spgim.train.config import get_config, parse_size
+from spgim.train.config import get_config
 from spgim.train.models import build_model
 
 

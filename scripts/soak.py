@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from loopback import LoopbackSender  # noqa: E402
 
-from spgim.train.config import parse_size  # noqa: E402
+from spgim.sizes import parse_size  # noqa: E402
 
 WARM_UP = 0.2  # share of the run left out of the fit: model loading, first allocations, encoder look-ahead
 FPS = 30

@@ -16,17 +16,13 @@ EXAMPLE = """example:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from spgim.errors import SpgimError
     from spgim.runtime.bench import format_report, run_bench, write_report
     from spgim.runtime.registry import usable_backends
+    from spgim.sizes import parse_size
 
     from .bench import video_bench
 
-    parts = args.size.lower().split("x")
-    try:
-        width, height = (int(parts[0]), int(parts[-1]))
-    except ValueError:
-        raise SpgimError(f"size {args.size!r} is not WxH") from None
+    height, width = parse_size(args.size)
     if args.backend == "all":  # only what this machine can run on this folder's formats
         backends = usable_backends(args.model)
     else:

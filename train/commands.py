@@ -26,7 +26,9 @@ EXAMPLES = {
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from .config import get_config, parse_size
+    from spgim.sizes import parse_size
+
+    from .config import get_config
     from .summary import format_summary, model_summary
 
     height, width = parse_size(args.size)
@@ -44,17 +46,15 @@ def _option(option: str, text: str, convert: Callable[[str], T], expected: str) 
         raise SpgimError(f"{option} must be {expected}, got {text!r}") from None
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, height = (int(side) for side in text.lower().split("x"))
-    return width, height
-
-
 def _clip(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
+    from spgim.sizes import parse_size
+
     from .data.clip import render_clip
 
-    size = _option("--size", args.size, _size, "WxH, e.g. 320x192")
+    height, width = parse_size(args.size, multiple=1)
+    size = (width, height)
     fps = _option("--fps", args.fps, Fraction, "a frame rate such as 24 or 30000/1001")
     frames = _option("--frames", args.frames, int, "a whole number")
     seed = _option("--seed", args.seed, int, "a whole number")

@@ -214,18 +214,3 @@ def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str
     if isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
         expected, actual = list(expected), list(actual)
     return [] if expected == actual else [f"{prefix}: expected {expected!r}, found {actual!r}"]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` or ``"S"`` -> ``(height, width)``, each a positive multiple of 32."""
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise SpgimError(f"size {text!r} is not WxH, e.g. 512x512") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0 or any(v % 32 for v in values):
-        raise SpgimError(f"size {text!r} must be WxH with both sides positive multiples of 32")
-    width, height = values
-    return height, width
