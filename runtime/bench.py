@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,11 @@ from .ceilings import CeilingOptions, ResNet50
 from .machine import flags_line, machine_facts
 from .matting import Matter
 from .registry import backend_record, runnable
+from .timing import time_calls
 
 
 def _percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
-
-
-def time_calls(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
-    """Seconds per call of ``fn`` for ``iters`` timed calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def _infer_call(matter: Matter, image: np.ndarray) -> Callable[[], Any]:

@@ -10,6 +10,7 @@ the cache with its reason and skipped.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -27,6 +28,7 @@ from spgim.errors import SpgimError
 from .artifacts import MANIFEST, Artifact
 from .machine import cpu_facts, gpu_names, library_versions
 from .registry import BACKENDS, BackendOptions, BackendRecord, open_backend, runnable
+from .timing import time_calls
 
 RANKING_FILE = "spgim-ranking.json"
 # --precision auto keeps a reduced precision only if its alpha stays this close to fp32's (mean abs).
@@ -86,6 +88,10 @@ def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> bool:
     return True
 
 
+def _infer_into(backend: Any, image: np.ndarray, outputs: list[np.ndarray]) -> None:
+    outputs.append(backend.infer(image))
+
+
 def _measure(
     record: BackendRecord, artifacts: list[Artifact], options: BackendOptions, image: np.ndarray
 ) -> tuple[Trial, np.ndarray | None]:
@@ -94,15 +100,11 @@ def _measure(
     try:
         backend = open_backend(record, artifacts, options)[0]
         trial.engine = backend.name
-        for _ in range(WARMUP_CALLS):
-            backend.infer(image)
-        samples = []
-        for _ in range(TIMED_CALLS):
-            start = time.perf_counter()
-            alpha = backend.infer(image)
-            samples.append(time.perf_counter() - start)
+        outputs: list[np.ndarray] = []
+        # A partial, not a lambda: it lets the backend go with the call, before the collection below.
+        samples = time_calls(functools.partial(_infer_into, backend, image, outputs), WARMUP_CALLS, TIMED_CALLS)
         trial.seconds = statistics.median(samples)
-        return trial, np.asarray(alpha, dtype=np.float32)
+        return trial, np.asarray(outputs[-1], dtype=np.float32)
     except Exception as error:  # any engine's failure at load or warm-up skips that candidate
         message = str(error).splitlines()[0] if str(error) else ""
         trial.reason = f"{type(error).__name__}: {message}"[:240]

@@ -12,11 +12,11 @@ import argparse
 import contextlib
 import json
 import statistics
-import time
 from typing import Any
 
 import torch
 
+from spgim.runtime.timing import time_calls
 from spgim.sizes import parse_size
 from spgim.train.config import get_config
 from spgim.train.models import build_model
@@ -28,14 +28,8 @@ def time_forward(config: dict[str, Any], height: int, width: int, dtype: str, wa
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
     image = torch.rand(1, 3, height, width)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-    samples = []
     with torch.inference_mode(), autocast:
-        for index in range(warmup + iters):
-            start = time.perf_counter()
-            spgm(image, *spd(image))
-            if index >= warmup:
-                samples.append(time.perf_counter() - start)
-    return samples
+        return time_calls(lambda: spgm(image, *spd(image)), warmup, iters)
 
 
 def main() -> None:

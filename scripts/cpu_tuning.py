@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import onnxruntime as ort
 import torch
 
 from spgim.runtime.artifacts import load_artifacts, select_pair
+from spgim.runtime.timing import time_calls
 from spgim.sizes import parse_size
 
 SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
@@ -37,14 +37,7 @@ SPGM_INPUTS = ("image", "mask", "r2", "r3", "r4")
 
 def _time(run: Callable[[], np.ndarray], warmup: int, iters: int) -> tuple[float, np.ndarray]:
     out = run()
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(iters):
-        started = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples), out
+    return statistics.median(time_calls(run, warmup, iters)), out
 
 
 def _ort_runner(spd: Path, spgm: Path, image: np.ndarray, **options: Any) -> Callable[[], np.ndarray]:

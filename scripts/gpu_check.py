@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from spgim.runtime.artifacts import load_artifacts
 from spgim.runtime.matting import Matter
 from spgim.runtime.protocol import DeviceBackend
 from spgim.runtime.registry import BACKENDS
+from spgim.runtime.timing import time_calls
 
 # Every GPU backend x precision of the registry: a new GPU backend is checked without touching this script.
 CANDIDATES = [
@@ -45,16 +45,13 @@ def tolerance(backend: str, precision: str) -> tuple[str, float]:
 
 def time_on_device(backend: DeviceBackend, image: torch.Tensor, iters: int) -> list[float]:
     """Seconds per model-only call, the device synchronised around each."""
-    for _ in range(3):
-        backend.infer_tensor(image)
-    samples = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def call() -> None:
+        torch.cuda.synchronize()  # an idle device: nothing of the previous call is timed
         backend.infer_tensor(image)
         torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    return samples
+
+    return time_calls(call, 3, iters)
 
 
 def check(folder: Path, plugin: Path | None, iters: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from spgim.runtime.bench import time_calls
 from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.timing import time_calls
 
 from .job import matte_video
 from .sources import open_source
