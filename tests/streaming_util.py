@@ -1,4 +1,4 @@
-"""Shared pieces of the streaming tests: a tiny exported model and a PyAV probe of what a file holds."""
+"""Shared pieces of the streaming tests: a PyAV probe of what a file holds."""
 
 from __future__ import annotations
 
@@ -7,33 +7,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
-
-from spgim.cli import main
-from spgim.train.checkpoint import save_checkpoint, weights_digest
-from spgim.train.config import get_config
-from spgim.train.models import build_model
-
-
-def export_tiny(folder: Path, *, formats: str = "onnx", precision: str = "fp32", seed: int = 0) -> Path:
-    """A tiny random-weight SPG-IM exported to ``folder/model`` (dynamic sizes 64..512)."""
-    torch.manual_seed(seed)
-    config = get_config("tiny")
-    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
-    save_checkpoint(folder / "spd.pt", branch="spd", config=config, model=spd)
-    save_checkpoint(
-        folder / "spgm.pt",
-        branch="spgm",
-        config=config,
-        model=spgm,
-        extra={"spd_digest": weights_digest(spd.state_dict())},
-    )
-    out = folder / "model"
-    argv = ["export", "--spd", str(folder / "spd.pt"), "--spgm", str(folder / "spgm.pt"), "--out", str(out)]
-    argv += ["--formats", formats, "--precision", precision, "--height", "128", "--width", "128", "--dynamic"]
-    argv += ["--min-size", "64x64", "--max-size", "512x512"]
-    assert main(argv) == 0
-    return out
 
 
 @dataclass

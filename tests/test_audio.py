@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 from media import make_clip
-from streaming_util import export_tiny
+from model_pairs import export_tiny
 
 from spgim.streaming.audio import PacketRetimer, probe_audio_timing
 from spgim.streaming.frames import AudioPacket, VideoFrame

@@ -12,9 +12,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_pairs import random_pair
 
 from spgim.cli import main
-from spgim.train.checkpoint import save_checkpoint, weights_digest
+from spgim.train.checkpoint import save_checkpoint
 from spgim.train.config import get_config
 from spgim.train.models import build_model
 from spgim.tst_op import ONNX_DOMAIN, PLUGIN_NAME, PLUGIN_VERSION
@@ -24,18 +25,8 @@ SIZES = [(96, 128), (160, 64)]
 
 
 def _pair(tmp: Path, config_name: str) -> tuple[Path, Path, torch.nn.Module, torch.nn.Module]:
-    torch.manual_seed(0)
-    config = get_config(config_name)
-    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
-    spd_path = save_checkpoint(tmp / "spd.pt", branch="spd", config=config, model=spd)
-    spgm_path = save_checkpoint(
-        tmp / "spgm.pt",
-        branch="spgm",
-        config=config,
-        model=spgm,
-        extra={"spd_digest": weights_digest(spd.state_dict())},
-    )
-    return spd_path, spgm_path, spd, spgm
+    spd, spgm = random_pair(tmp, config_name)
+    return tmp / "spd.pt", tmp / "spgm.pt", spd, spgm
 
 
 @pytest.fixture(scope="module", params=["tiny", "paper"])

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from fuzz.mutations import KINDS, mutate
 from media import make_clip
-from streaming_util import export_tiny
+from model_pairs import export_tiny
 
 from spgim.errors import SpgimError
 from spgim.runtime.artifacts import load_artifacts

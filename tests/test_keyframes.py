@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from streaming_util import export_tiny
+from model_pairs import export_tiny
 
 from spgim.runtime.keyframes import KeyframePolicy, KeyframeScheduler, _guide
 from spgim.runtime.matting import Matter, working_size

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_pairs import export_pair, random_pair
 
 from spgim.cli import main
 from spgim.train.checkpoint import load_checkpoint, load_model
@@ -157,20 +158,12 @@ def test_one_training_step_of_spd_and_spgm(tmp_path: Path) -> None:
 def live_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
     """The live configuration with random weights, exported to every CPU format (pt2 where a compiler is)."""
     from spgim.aoti_build import aoti_compiler_missing
-    from spgim.train.checkpoint import save_checkpoint, weights_digest
 
     folder = tmp_path_factory.mktemp("live-export")
-    torch.manual_seed(3)
-    config = get_config("live")
-    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
-    save_checkpoint(folder / "spd.pt", branch="spd", config=config, model=spd, extra={"mask_sigma": 1.0})
-    extra = {"spd_digest": weights_digest(spd.state_dict())}
-    save_checkpoint(folder / "spgm.pt", branch="spgm", config=config, model=spgm, extra=extra)
+    spd, spgm = random_pair(folder, "live", seed=3, spd_extra={"mask_sigma": 1.0})
     formats = "torchscript,onnx,onnx-trt,openvino" + ("" if aoti_compiler_missing() else ",pt2")
-    argv = ["export", "--spd", str(folder / "spd.pt"), "--spgm", str(folder / "spgm.pt"), "--out", str(folder / "m")]
-    argv += ["--formats", formats, "--precision", "fp32,fp16", "--height", "224", "--width", "384", "--dynamic"]
-    argv += ["--min-size", "64x64", "--max-size", "512x512"]
-    assert main(argv) == 0
+    options = ["--formats", formats, "--precision", "fp32,fp16", "--height", "224", "--width", "384", "--dynamic"]
+    export_pair(folder, folder / "m", *options, "--min-size", "64x64", "--max-size", "512x512")
     return folder / "m", spd, spgm
 
 

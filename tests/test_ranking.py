@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from streaming_util import export_tiny
+from model_pairs import export_tiny
 
 from spgim.errors import SpgimError
 from spgim.runtime import ranking, registry

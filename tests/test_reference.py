@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import spgim.reference as reference
+from spgim.clips import render_frames
 from spgim.errors import SpgimError
 from spgim.train.checkpoint import load_checkpoint, load_model, weights_digest
 from spgim.train.config import get_config
-from spgim.train.data.clip import render_frames
 
 # What the shipped pair scores on a generated clip it never saw (measured when shipped, see the README's
 # reference run: 0.52): mean IoU at 0.5 of the alpha with SPD on every frame, at the live working size.

@@ -12,37 +12,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from model_pairs import export_pair, random_pair
 
 from spgim.cli import main
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter, working_size
 from spgim.runtime.registry import BACKENDS, usable_backends
-from spgim.train.checkpoint import save_checkpoint, weights_digest
-from spgim.train.config import get_config
-from spgim.train.models import build_model
 
 
 def _export(
     tmp: Path, seed: int, *, dynamic: bool = True, formats: str = "torchscript,onnx,onnx-trt"
 ) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
-    torch.manual_seed(seed)
-    config = get_config("tiny")
-    spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
-    save_checkpoint(tmp / "spd.pt", branch="spd", config=config, model=spd)
-    save_checkpoint(
-        tmp / "spgm.pt",
-        branch="spgm",
-        config=config,
-        model=spgm,
-        extra={"spd_digest": weights_digest(spd.state_dict())},
-    )
-    out = tmp / "model"
-    command = ["export", "--spd", str(tmp / "spd.pt"), "--spgm", str(tmp / "spgm.pt"), "--out", str(out)]
-    command += ["--formats", formats, "--height", "128", "--width", "128"]
+    spd, spgm = random_pair(tmp, seed=seed)
+    options = ["--formats", formats, "--height", "128", "--width", "128"]
     if dynamic:
-        command += ["--dynamic", "--max-size", "256x256"]
-    assert main(command) == 0
-    return out, spd, spgm
+        options += ["--dynamic", "--max-size", "256x256"]
+    return export_pair(tmp, tmp / "model", *options), spd, spgm
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from streaming_util import export_tiny, probe
+from model_pairs import export_tiny
+from streaming_util import probe
 
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter

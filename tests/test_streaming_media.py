@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media import LoopbackSender, corrupt_middle, debian_file, free_port, make_clip, unknown_codec
-from streaming_util import export_tiny, probe
+from model_pairs import export_tiny
+from streaming_util import probe
 
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter

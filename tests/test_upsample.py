@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from streaming_util import export_tiny
+from model_pairs import export_tiny
 
 from spgim.aoti_build import aoti_compiler_missing
 from spgim.cli import main

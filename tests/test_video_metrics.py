@@ -176,7 +176,7 @@ def test_eval_bad_arguments_fail_in_one_line(
 
 @pytest.mark.slow
 def test_eval_with_a_model_mattes_every_frame(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from streaming_util import export_tiny
+    from model_pairs import export_tiny
 
     model = export_tiny(tmp_path)
     out = tmp_path / "scores.json"
