@@ -48,6 +48,14 @@ def test_summary_json_has_params_and_flops_per_branch() -> None:
         assert set(summary[key]) == {"spd", "spgm", "total"}
         assert summary[key]["total"] == summary[key]["spd"] + summary[key]["spgm"] > 0
     assert (summary["height"], summary["width"]) == (96, 160)
+    # The per-module breakdown accounts for each branch whole; TST stages are listed inside "tst" too.
+    for branch in ("spd", "spgm"):
+        top = {name: row for name, row in summary["modules"][branch].items() if "." not in name}
+        assert sum(row["params"] for row in top.values()) == summary["params"][branch]
+        assert sum(row["flops"] for row in top.values()) == summary["flops"][branch]
+    stages = {name: row for name, row in summary["modules"]["spgm"].items() if name.startswith("tst.")}
+    assert stages and sum(row["flops"] for row in stages.values()) == summary["modules"]["spgm"]["tst"]["flops"]
+    assert all(0 < row["attention_flops"] < row["flops"] for row in stages.values())
 
 
 def test_summary_table_for_paper_config_cites_table6() -> None:
@@ -55,7 +63,7 @@ def test_summary_table_for_paper_config_cites_table6() -> None:
     assert result.returncode == 0, result.stderr
     # The counted parameters and FLOPs of the built model, each next to Table 6's figure.
     summary = model_summary(get_config("paper"), 512, 512)
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:5]}
     for key, label in (("spd", "SPD"), ("spgm", "SPGM"), ("total", "total")):
         counted, table6, gflops = rows[label]
         assert counted == f"{summary['params'][key] / 1e6:.2f}" and table6 == f"{PAPER_PARAMS_M[key]:.1f}"
