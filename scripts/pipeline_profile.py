@@ -6,6 +6,8 @@ decode (PyAV, frame threads, to RGB), preprocess (resize to the working size, to
 through the keyframe schedule, as ``spgim matte`` runs it), upsample (the alpha to the frame's size), composite
 (cv2 blend on uint8), encode (libx264 at each ``--presets``, from RGB, as the job writes). Then the whole job
 (``spgim matte`` on the clip, its four threads overlapping) gives the frames per second that count.
+Beside them, the choices behind the job's defaults against their alternatives: shrinking by halvings vs
+one area resize, the guided upsample graph on one thread vs bilinear, RGB to I420 by OpenCV vs swscale.
 
     .venv/bin/python scripts/pipeline_profile.py --model /tmp/live/model --clip cockatoo.mp4 --json profile.json
 """
@@ -29,6 +31,7 @@ import numpy as np
 
 from spgim.runtime.machine import flags_line, machine_facts
 from spgim.runtime.matting import Matter, shrink, working_size
+from spgim.runtime.upsampling import open_upsampler, upsampler_artifact
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video
@@ -98,6 +101,12 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         return len(frames)
 
     stages["preprocess"] = _measure(preprocess)
+    # The choices behind the job's defaults, each against its alternative (not part of the job's sum).
+    alternatives: dict[str, dict[str, float]] = {}
+    alternatives["shrink_by_halvings"] = _measure(lambda: len([shrink(f, work_w, work_h) for f in frames]))
+    alternatives["shrink_direct"] = _measure(
+        lambda: len([cv2.resize(f, (work_w, work_h), interpolation=cv2.INTER_AREA) for f in frames])
+    )
     images = [
         np.ascontiguousarray(shrink(f, work_w, work_h).transpose(2, 0, 1)[None]).astype(np.float32) / np.float32(255.0)
         for f in frames
@@ -111,11 +120,23 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     stages["upsample_bilinear"] = _measure(
         lambda: len([full.append(cv2.resize(a[0, 0], (width, height), interpolation=cv2.INTER_LINEAR)) for a in alphas])
     )
+    upsample = upsampler_artifact(matter.artifacts, matter.spgm_artifact)
+    if upsample is not None:
+        guided = open_upsampler(upsample, device="cpu", threads=1)
+        alternatives["upsample_guided_graph_1_thread"] = _measure(
+            lambda: len([guided(a, image, f[None]) for a, image, f in zip(alphas, images, frames, strict=True)])
+        )
     background = np.empty_like(frames[0])
     background[:] = GREEN
     composites: list[np.ndarray] = []
     stages["composite"] = _measure(
         lambda: len([composites.append(composite(f, a, background)) for f, a in zip(frames, full, strict=True)])
+    )
+    alternatives["rgb_to_i420_opencv"] = _measure(
+        lambda: len([cv2.cvtColor(c, cv2.COLOR_RGB2YUV_I420) for c in composites])
+    )
+    alternatives["rgb_to_i420_swscale"] = _measure(
+        lambda: len([av.VideoFrame.from_ndarray(c, format="rgb24").reformat(format="yuv420p") for c in composites])
     )
     for preset in args.presets:
         stages[f"encode_{preset}"] = _measure(lambda preset=preset: _encode(composites, preset, 30))
@@ -140,6 +161,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "backend": matter.backend_name,
         "keyframe_interval": matter.keyframe_interval,
         "stages": stages,
+        "alternatives": alternatives,
         "job": {
             "frames": result.frames_out,
             "fps": result.fps,
@@ -173,6 +195,9 @@ def main() -> int:
     print(f"{'stage':<22}{'wall ms/frame':>15}{'CPU ms/frame':>14}")
     for name, row in report["stages"].items():
         print(f"{name:<22}{row['wall_ms']:>15.1f}{row['cpu_ms']:>14.1f}")
+    print("alternatives (the job's choice first in each pair):")
+    for name, row in report["alternatives"].items():
+        print(f"  {name:<32}{row['wall_ms']:>9.1f}{row['cpu_ms']:>9.1f}")
     print(f"whole job: {report['job']['fps']:.1f} frames/s ({report['job']['summary']})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
