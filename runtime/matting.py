@@ -105,7 +105,10 @@ class Matter:
         spinning: bool = True,
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
-        defaults = stream_defaults(next(a for a in self.artifacts if a.branch == "spgm").sidecar)
+        any_spgm = next((a for a in self.artifacts if a.branch == "spgm"), None)
+        if any_spgm is None or not any(a.branch == "spd" for a in self.artifacts):
+            raise SpgimError(f"{model_dir}: the export lists no SPD and SPGM pair; export both branches")
+        defaults = stream_defaults(any_spgm.sidecar)
         self.work_size = defaults["work_size"] if work_size is None else work_size
         if self.work_size < 32:
             raise SpgimError(f"work size must be at least 32 pixels, got {self.work_size}")

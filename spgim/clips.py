@@ -4,8 +4,8 @@ They serve the demo, ``spgim data clip``, the video evaluation and the tests; tr
 Each object is rendered once as a sprite (exact alpha and colour from :mod:`spgim.train.data.shapes`)
 and then moved, turned and scaled frame by frame with one affine warp of both, so the ground-truth
 alpha of every frame is known. The background is a photo from :mod:`spgim.train.data.backgrounds`,
-panned slowly; frames are composited with :func:`spgim.train.data.compose.composite` (Eq. 1) and encoded as H.264 (yuv420p) in MP4 with an
-AAC track. Everything is drawn from one seed, so a seed gives the same clip.
+panned slowly; frames are composited with :func:`spgim.train.data.compose.composite` (Eq. 1) and
+encoded as H.264 (yuv420p) in MP4 with an AAC track. Everything is drawn from one seed, so a seed gives the same clip.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from model_pairs import export_tiny
 
 from spgim.errors import SpgimError
 from spgim.runtime.artifacts import load_artifacts
+from spgim.runtime.matting import Matter
 from spgim.streaming.frames import VideoFrame
 from spgim.streaming.sources import open_source
 
@@ -125,3 +126,13 @@ def test_export_json_of_the_wrong_shape_is_one_line(
     (model / where).write_text(json.dumps(data))
     with pytest.raises(SpgimError, match=re.escape(message)):
         load_artifacts(model)
+
+
+def test_an_export_without_an_spgm_artifact_is_one_line(tmp_path: Path) -> None:
+    """The fuzzer's third finding: a manifest listing only SPD artifacts stopped Matter with StopIteration."""
+    model = export_tiny(tmp_path / "model")
+    manifest = json.loads((model / "spgim-export.json").read_text())
+    manifest["artifacts"] = [item for item in manifest["artifacts"] if item["branch"] == "spd"]
+    (model / "spgim-export.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpgimError, match="lists no SPD and SPGM pair"):
+        Matter(model, backend="onnxruntime")
