@@ -28,6 +28,9 @@ from .protocol import Backend, DeviceBackend
 SCENE_CUT_THRESHOLD = 0.08
 THUMBNAIL_BLOCK = 16
 GUIDE_STRIDE = 4  # SPD's mask is at output stride 4
+# Temporal smoothing's motion gate: a pixel whose grey value (5x5 box mean of the frame difference, in [0, 1])
+# changed by this much or more counts as moving and keeps its new alpha; a still one blends in the previous.
+MOTION_SCALE = 0.05
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,22 @@ class KeyframePolicy:
         scene_cut: thumbnail difference above which a frame is a keyframe; 0 turns cut detection off.
         guide_sigma: Gaussian sigma, in mask pixels, of the guide made from the previous alpha (the
             ``mask_sigma`` SPD was trained with).
+        smoothing: temporal smoothing of the output alpha, gated by motion: where the frame is still, the
+            alpha is ``smoothing`` x the previous output + the rest x the new one; where it moves (see
+            ``MOTION_SCALE``), the new alpha. 0 (the default) turns it off; the guide always comes from
+            the unsmoothed alpha.
     """
 
     interval: int = 0
     scene_cut: float = SCENE_CUT_THRESHOLD
     guide_sigma: float = 1.0
+    smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.interval < 0:
             raise ValueError(f"keyframe interval must be 0 or more, got {self.interval}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
 
 
 @dataclass
@@ -79,6 +89,8 @@ class KeyframeScheduler:
         self.previous_alpha: Any = None
         self.thumbnail: Any = None
         self.since_keyframe = 0
+        self.smoothed: Any = None  # the previous output alpha, when smoothing
+        self.grey: Any = None  # the previous frame's grey image, when smoothing
 
     def __call__(self, image: Any) -> Any:
         """Alpha ``(N, 1, h, w)`` float32 for images ``(N, 3, h, w)`` in [0, 1], frames in stream order."""
@@ -86,11 +98,32 @@ class KeyframeScheduler:
             self.stats.keyframes.extend(range(self.stats.frames, self.stats.frames + len(image)))
             self.stats.frames += len(image)
             # The backend's own pair call: it also splits batches that a fixed-batch graph cannot take whole.
+            alpha: Any
             if isinstance(image, np.ndarray):
-                return self.backend.infer(image)
-            return cast(DeviceBackend, self.backend).infer_tensor(image)
-        alphas = [self._one(image[i : i + 1]) for i in range(len(image))]
+                alpha = self.backend.infer(image)
+            else:
+                alpha = cast(DeviceBackend, self.backend).infer_tensor(image)
+            if self.policy.smoothing <= 0:
+                return alpha
+            alphas = [self._smooth(image[i : i + 1], alpha[i : i + 1]) for i in range(len(image))]
+        else:
+            alphas = [self._smooth(image[i : i + 1], self._one(image[i : i + 1])) for i in range(len(image))]
         return alphas[0] if len(alphas) == 1 else _concatenate(alphas)
+
+    def _smooth(self, image: Any, alpha: Any) -> Any:
+        """The motion-gated blend of ``alpha`` with the previous output (see :class:`KeyframePolicy`)."""
+        if self.policy.smoothing <= 0:
+            return alpha
+        numpy = isinstance(image, np.ndarray)
+        grey = image.mean(axis=1, keepdims=True) if numpy else image.mean(dim=1, keepdim=True)
+        previous, self.grey = self.grey, grey
+        if previous is None or self.smoothed is None or tuple(previous.shape) != tuple(grey.shape):
+            self.smoothed = alpha
+            return alpha
+        motion = _box_blur(abs(grey - previous), 2)
+        still = (1.0 - (motion / MOTION_SCALE).clip(0.0, 1.0)) * self.policy.smoothing
+        self.smoothed = alpha + still * (self.smoothed - alpha)
+        return self.smoothed
 
     def _one(self, image: Any) -> Any:
         index = self.stats.frames
@@ -157,6 +190,16 @@ def _guide(alpha: Any, sigma: float) -> Any:
     padded = F.pad(small, (radius, radius, radius, radius), mode="replicate")
     blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
     return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+
+
+def _box_blur(x: Any, radius: int) -> Any:
+    """Mean over (2 radius + 1)^2 neighbourhoods of ``(1, 1, H, W)``, borders replicated; numpy or torch."""
+    size = 2 * radius + 1
+    if isinstance(x, np.ndarray):
+        return cv2.blur(x[0, 0].astype(np.float32), (size, size), borderType=cv2.BORDER_REPLICATE)[None, None]
+    import torch.nn.functional as F
+
+    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), size, stride=1)
 
 
 def _concatenate(parts: list[Any]) -> Any:

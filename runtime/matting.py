@@ -31,12 +31,16 @@ DEFAULT_WORK_SIZE = 512
 
 
 def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
-    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma`` (512, 0, 1.0 if absent)."""
+    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma``, ``smoothing``.
+
+    Absent entries are 512, 0, 1.0 and 0.
+    """
     recorded = spgm_sidecar.get("stream") or {}
     return {
         "work_size": int(recorded.get("work_size", DEFAULT_WORK_SIZE)),
         "keyframe_interval": int(recorded.get("keyframe_interval", 0)),
         "guide_sigma": float(recorded.get("guide_sigma", 1.0)),
+        "smoothing": float(recorded.get("smoothing", 0.0)),
     }
 
 
@@ -81,6 +85,8 @@ class Matter:
         plugin: the TST attention plugin library for engines (default: looked up, see
             :func:`spgim.tst_plugin.find_plugin_library`).
         spinning: let ONNX Runtime's idle threads spin (faster alone, slower beside decode/encode threads).
+        smoothing: motion-gated temporal smoothing of the alpha in [0, 1) (see
+            :class:`spgim.runtime.keyframes.KeyframePolicy`); None takes the export's (0: off).
 
     Attributes:
         backend_name: which engine and precision runs.
@@ -103,6 +109,7 @@ class Matter:
         gpu: int = 0,
         plugin: str | Path | None = None,
         spinning: bool = True,
+        smoothing: float | None = None,
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
         any_spgm = next((a for a in self.artifacts if a.branch == "spgm"), None)
@@ -129,7 +136,10 @@ class Matter:
         self.precision = precision
         self.backend_name = self.backend.name
         self.device = self.backend.device
-        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"])
+        smoothing = defaults["smoothing"] if smoothing is None else smoothing
+        if not 0.0 <= smoothing < 1.0:
+            raise SpgimError(f"smoothing must be at least 0 and below 1, got {smoothing}")
+        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing)
         self.scheduler = KeyframeScheduler(self.backend, policy)
         self.keyframe_interval = interval
         graph = upsampler_artifact(self.artifacts, self.spgm_artifact)

@@ -43,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         background=args.background,
         work_size=args.work_size,
         keyframe_interval=args.keyframe_interval,
+        smoothing=args.smoothing,
         upsampling=args.upsample,
         backend=args.backend,
         precision=args.precision,
@@ -95,6 +96,13 @@ def register(subparsers: Any) -> None:
         metavar="K",
         help="run SPD every K frames and on scene cuts, SPGM every frame guided by the previous alpha; 0: SPD on "
         "every frame (default: the export's; 0 for paper and tiny, 8 for live)",
+    )
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        metavar="S",
+        help="temporal smoothing of the alpha where the frame is still: S x the previous alpha + (1 - S) x the new "
+        "one, 0 <= S < 1 (default: the export's, 0 = off; lowers flicker, lags still edges slightly)",
     )
     parser.add_argument(
         "--upsample",

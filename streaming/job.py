@@ -103,6 +103,7 @@ def matte_video(
     background: str = "green",
     work_size: int | None = None,
     keyframe_interval: int | None = None,
+    smoothing: float | None = None,
     upsampling: str = "auto",
     backend: str = "auto",
     precision: str = "fp32",
@@ -128,7 +129,8 @@ def matte_video(
             with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
         preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
-        work_size, keyframe_interval, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the export's).
+        work_size, keyframe_interval, smoothing, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the
+            export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
 
@@ -161,6 +163,7 @@ def matte_video(
             precision=precision,
             work_size=work_size,
             keyframe_interval=keyframe_interval,
+            smoothing=smoothing,
             upsampling=upsampling,
             threads=threads,
             spinning=False,

@@ -114,6 +114,36 @@ def test_between_keyframes_spgm_is_guided_by_the_previous_alpha(folder: Path) ->
         assert not np.allclose(_guide(first, 1.0), backend.run_spd(images[frame : frame + 1])[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("interval", [0, 4])
+def test_smoothing_blends_where_still_and_follows_where_moving(folder: Path, interval: int) -> None:
+    backend = _backend(folder)
+    scene = _scene(0, 1)[0]
+    # Frames 0-1 the same picture (still everywhere), frame 2 far brighter everywhere (moving everywhere).
+    frames = np.stack([scene, scene, np.clip(scene.astype(np.int64) + 160, 0, 255).astype(np.uint8)])
+    images = _working_images(frames)
+    raw = KeyframeScheduler(backend, KeyframePolicy(interval=interval))
+    smooth = KeyframeScheduler(backend, KeyframePolicy(interval=interval, smoothing=0.5))
+    plain = [raw(images[i : i + 1]) for i in range(3)]
+    out = [smooth(images[i : i + 1]) for i in range(3)]
+    np.testing.assert_array_equal(out[0], plain[0])
+    np.testing.assert_allclose(out[1], 0.5 * plain[0] + 0.5 * plain[1], atol=1e-6)
+    np.testing.assert_allclose(out[2], plain[2], atol=1e-6)
+    if interval:  # the guide between keyframes is the unsmoothed alpha, so the raw alphas are the same
+        np.testing.assert_array_equal(smooth.previous_alpha, plain[2])
+    # The same blend on torch tensors (the GPU path), here on the CPU.
+    tensors = KeyframeScheduler(backend, KeyframePolicy(interval=interval, smoothing=0.5))
+    for i in range(2):
+        blended = tensors._smooth(torch.from_numpy(images[i : i + 1]), torch.from_numpy(plain[i]))
+    np.testing.assert_allclose(blended.numpy(), out[1], atol=1e-6)
+
+
+def test_matter_refuses_smoothing_outside_its_range(folder: Path) -> None:
+    from spgim.errors import SpgimError
+
+    with pytest.raises(SpgimError, match="smoothing must be at least 0 and below 1"):
+        Matter(folder, backend="onnxruntime", smoothing=1.0)
+
+
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.0])
 def test_guide_is_spd_training_target_made_from_the_alpha(sigma: float) -> None:
     alpha = np.random.default_rng(1).random((2, 1, 64, 96), dtype=np.float32)

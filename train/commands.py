@@ -104,6 +104,7 @@ def _add_video_eval_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument(
         "--keyframe-interval", metavar="K", help="SPD every K frames for --model (default: the export's)"
     )
+    video.add_argument("--smoothing", metavar="S", help="temporal smoothing for --model, as spgim matte's")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -147,6 +148,7 @@ def _eval_video(args: argparse.Namespace) -> int:
             if args.keyframe_interval is None
             else _option("--keyframe-interval", args.keyframe_interval, int, "a whole number of frames")
         )
+        smoothing = None if args.smoothing is None else _option("--smoothing", args.smoothing, float, "a number")
         # The one place train reaches up to streaming: scoring a model on a clip means matting it exactly as
         # `spgim matte` does. Imported here so that `spgim --help` and training never load the runtime.
         from spgim.streaming.job import matte_video
@@ -164,6 +166,7 @@ def _eval_video(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 work_size=work_size,
                 keyframe_interval=interval,
+                smoothing=smoothing,
                 progress=False,
                 log=log,
             )
