@@ -56,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         start=args.start,
         duration=args.duration,
         max_reconnects=args.reconnects,
+        stall_timeout=args.stall_timeout,
         preview=args.preview,
         progress=not args.quiet,
     )
@@ -134,5 +135,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--start", type=_seconds, help="start at this time (seconds or M:SS)")
     parser.add_argument("--duration", type=_seconds, help="matte this long (seconds or M:SS)")
     parser.add_argument("--reconnects", type=int, default=5, help="live: reconnect attempts in a row (default 5)")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="live: a source that delivers no frame for this long is dropped and reopened (default 2)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)

@@ -116,6 +116,7 @@ def matte_video(
     start: float | None = None,
     duration: float | None = None,
     max_reconnects: int = 5,
+    stall_timeout: float = 2.0,
     preview: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
@@ -133,6 +134,8 @@ def matte_video(
             export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
+        max_reconnects, stall_timeout: live network sources are reopened with back-off when they drop, end,
+            or deliver no frame for ``stall_timeout`` seconds, up to ``max_reconnects`` attempts in a row.
 
     Returns:
         The counts, timing and notes; ``interrupted`` is set after Ctrl-C or SIGTERM.
@@ -175,7 +178,15 @@ def matte_video(
     show = _preview() if preview else None
 
     spec = str(source)
-    opened = open_source(spec, live=live, start=start, duration=duration, max_reconnects=max_reconnects, log=log)
+    opened = open_source(
+        spec,
+        live=live,
+        start=start,
+        duration=duration,
+        max_reconnects=max_reconnects,
+        stall_timeout=stall_timeout,
+        log=log,
+    )
     info = opened.info
     outputs: dict[str, list[Output]] = {}
     notes: list[str] = []

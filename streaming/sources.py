@@ -74,10 +74,14 @@ class PyAVSource(Source):
         open_timeout: float = 10.0,
         read_timeout: float = 5.0,
         clock: _LiveClock | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         import av
 
         self.spec, self.live = spec, live
+        self.stall_timeout = stall_timeout if live else None
+        if self.stall_timeout is not None:
+            read_timeout = min(read_timeout, self.stall_timeout)
         self.name = redact(spec)
         self.corrupt = 0
         self.clock = clock or _LiveClock()
@@ -166,6 +170,7 @@ class PyAVSource(Source):
         self._rotation = 0
         index = 0
         packets = self.container.demux(self.video, *self.audio_streams)
+        last_frame = time.monotonic()
         while True:
             try:
                 packet = next(packets)
@@ -173,9 +178,16 @@ class PyAVSource(Source):
                 break
             except av.error.FFmpegError as error:
                 if self.live:
+                    silent = time.monotonic() - last_frame
+                    if self.stall_timeout is not None and silent >= self.stall_timeout:
+                        raise SpgimError(f"{self.name}: stalled, no data for {silent:.1f} s") from None
                     raise SpgimError(f"{self.name}: {scrub(_reason(error), self.spec)}") from None
                 self.corrupt += 1  # a truncated or damaged tail: what was decoded so far is kept
                 break
+            # Connected but sending no picture (only audio, or undecodable video): as good as dropped.
+            silent = time.monotonic() - last_frame
+            if self.stall_timeout is not None and silent >= self.stall_timeout:
+                raise SpgimError(f"{self.name}: stalled, no frame for {silent:.1f} s")
             if packet.stream.type == "audio":
                 # An untimed packet is kept (the output re-times it) unless a time range must be cut.
                 if packet.pts is None:
@@ -197,7 +209,7 @@ class PyAVSource(Source):
                 if seconds is not None and self.end is not None and seconds >= self.end - 1e-6:
                     return
                 self._rotation = int(frame.rotation or 0) % 360
-                now = time.monotonic()
+                now = last_frame = time.monotonic()
                 yield VideoFrame(
                     index=index,
                     rgb=frame.to_ndarray(format="rgb24"),
@@ -418,12 +430,14 @@ def open_source(
     start: float | None = None,
     duration: float | None = None,
     max_reconnects: int = 5,
+    stall_timeout: float = 2.0,
     log: Callable[[str], None] = lambda message: None,
 ) -> Source:
     """The source ``spec`` names: a webcam index, a network URL, an image sequence, or a media file.
 
     ``live`` defaults to on for network and webcam sources. ``start``/``duration`` in seconds
-    select part of a recorded file.
+    select part of a recorded file. A live network source that delivers no frame for ``stall_timeout``
+    seconds counts as dropped and is reopened (up to ``max_reconnects`` attempts in a row).
     """
     if is_webcam(spec):
         return WebcamSource(int(spec))
@@ -431,7 +445,7 @@ def open_source(
         if live is False:
             return PyAVSource(spec, live=False, start=start, duration=duration)
         return ReconnectingSource(
-            lambda clock: PyAVSource(spec, live=True, duration=duration, clock=clock),
+            lambda clock: PyAVSource(spec, live=True, duration=duration, clock=clock, stall_timeout=stall_timeout),
             max_reconnects=max_reconnects,
             log=log,
         )

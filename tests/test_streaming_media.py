@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -144,3 +147,41 @@ def test_live_source_gives_up_after_the_limit_and_keeps_the_output(model: Path, 
         timer.cancel()
         sender.stop()
     assert len(probe(tmp_path / "live.mp4").times) > 0
+
+
+def test_a_stalled_live_source_is_reopened_within_seconds(model: Path, tmp_path: Path) -> None:
+    """The sender freezes for 3 s with its connection open (SIGSTOP): no frame, no EOF, no error from the socket."""
+    clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
+    messages: list[str] = []
+    results: list[MatteResult] = []
+    sender = LoopbackSender(clip.path, free_port(), loop=True).start()
+    job = threading.Thread(
+        target=lambda: results.append(
+            matte_video(
+                sender.url,
+                matter=_Slow(model, 0.0),
+                alpha=tmp_path / "alpha.mkv",
+                duration=9.0,
+                stall_timeout=1.0,
+                log=messages.append,
+                progress=False,
+            )
+        )
+    )
+    pid = sender._process.pid if sender._process is not None else 0
+    try:
+        job.start()
+        time.sleep(3.0)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        os.kill(pid, signal.SIGCONT)
+        job.join(60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        sender.stop()
+    assert results, "the live job did not finish"
+    assert results[0].reconnects >= 1 and any("stalled" in message for message in messages), messages
+    times = probe(tmp_path / "alpha.mkv").times  # the capture clock: gaps are the stream's holes
+    assert len(times) == results[0].frames_out > 0
+    longest = max(b - a for a, b in itertools.pairwise(times))
+    assert 2.5 < longest <= 6.0, f"longest gap {longest:.2f} s; {messages}"
