@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,23 +98,25 @@ def test_live_source_reports_latency_and_drops_late_frames(model: Path, tmp_path
     assert len(probe(tmp_path / "live.mp4").times) == result.frames_out
 
 
+def _live_job(
+    sender: LoopbackSender, model: Path, results: list[MatteResult], messages: list[str], **options: Any
+) -> threading.Thread:
+    """A thread matting the sender's stream (``options`` for matte_video) into ``results``, logging to ``messages``."""
+
+    def run() -> None:
+        results.append(
+            matte_video(sender.url, matter=_Slow(model, 0.0), log=messages.append, progress=False, **options)
+        )
+
+    return threading.Thread(target=run)
+
+
 def test_live_source_reconnects_after_the_sender_restarts(model: Path, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
     messages: list[str] = []
     results: list[MatteResult] = []
     sender = LoopbackSender(clip.path, free_port(), loop=True).start()
-    job = threading.Thread(
-        target=lambda: results.append(
-            matte_video(
-                sender.url,
-                matter=_Slow(model, 0.0),
-                output=tmp_path / "live.mp4",
-                duration=7.0,
-                log=messages.append,
-                progress=False,
-            )
-        )
-    )
+    job = _live_job(sender, model, results, messages, output=tmp_path / "live.mp4", duration=7.0)
     try:
         job.start()
         time.sleep(2.5)
@@ -155,19 +158,7 @@ def test_a_stalled_live_source_is_reopened_within_seconds(model: Path, tmp_path:
     messages: list[str] = []
     results: list[MatteResult] = []
     sender = LoopbackSender(clip.path, free_port(), loop=True).start()
-    job = threading.Thread(
-        target=lambda: results.append(
-            matte_video(
-                sender.url,
-                matter=_Slow(model, 0.0),
-                alpha=tmp_path / "alpha.mkv",
-                duration=9.0,
-                stall_timeout=1.0,
-                log=messages.append,
-                progress=False,
-            )
-        )
-    )
+    job = _live_job(sender, model, results, messages, alpha=tmp_path / "alpha.mkv", duration=9.0, stall_timeout=1.0)
     pid = sender._process.pid if sender._process is not None else 0
     try:
         job.start()
