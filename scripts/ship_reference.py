@@ -31,6 +31,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="the folder scripts/train_reference.sh wrote")
     parser.add_argument("--evaluation", type=Path, help="a JSON of the run's evaluation to keep in the manifest")
+    parser.add_argument(
+        "--command",
+        default="scripts/train_reference.sh {config} RUN",
+        help="how the run was made, recorded in the manifest ({config} is filled in)",
+    )
     args = parser.parse_args()
     WEIGHTS.mkdir(exist_ok=True)
     spd_source, spgm_source = args.run / "spd" / "best.pt", args.run / "spgm" / "best.pt"
@@ -57,7 +62,7 @@ def main() -> None:
     )
     manifest = {
         "config": config,
-        "command": f"scripts/train_reference.sh {config} RUN && .venv/bin/python scripts/ship_reference.py --run RUN",
+        "command": args.command.format(config=config) + " && .venv/bin/python scripts/ship_reference.py --run RUN",
         "note": NOTE,
         "branches": {
             branch: {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
