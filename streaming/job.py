@@ -48,6 +48,7 @@ class MatteResult:
     error: str | None = None
     keyframe_interval: int = 0
     keyframes: int | None = None  # frames SPD ran on, when a keyframe interval is set
+    startup_s: float | None = None  # call to first frame written (model loading, opening the source included)
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -68,6 +69,8 @@ class MatteResult:
         if self.live and self.latency_p50_s is not None and self.latency_p90_s is not None:
             line += f", latency p50 {self.latency_p50_s * 1e3:.0f} ms p90 {self.latency_p90_s * 1e3:.0f} ms"
             line += f", {self.reconnects} reconnects"
+            if self.startup_s is not None:
+                line += f", first frame after {self.startup_s:.2f} s"
         return line
 
 
@@ -147,6 +150,7 @@ def matte_video(
 
     asked = {"composite": output, "alpha": alpha, "foreground": foreground}
     wanted = {kind: path for kind, path in asked.items() if path is not None}
+    called = time.monotonic()
     if not wanted:
         raise SpgimError("nothing to write: give --output, --alpha or --foreground")
     if batch < 1:
@@ -248,6 +252,7 @@ def matte_video(
         error=str(error) if error else None,
         outputs=[str(p) for p in wanted.values()],
         notes=notes,
+        startup_s=None if stats.first_output is None else stats.first_output - called,
     )
     if scheduler is not None:
         result.keyframe_interval = scheduler.policy.interval

@@ -49,6 +49,7 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    first_output: float | None = None  # time.monotonic() when the first frame was written
 
     def latency(self, q: float) -> float | None:
         """The ``q``-th percentile of capture-to-output latency in seconds, or None before any frame."""
@@ -241,6 +242,9 @@ class Pipeline:
                 for output in targets:
                     output.write(frame, images[kind])
             self.stats.frames_out += 1
-            self.stats.latencies.append(time.monotonic() - frame.captured)
+            now = time.monotonic()
+            if self.stats.first_output is None:
+                self.stats.first_output = now
+            self.stats.latencies.append(now - frame.captured)
             if on_frame is not None:
                 on_frame(frame, images)

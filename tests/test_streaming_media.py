@@ -95,6 +95,9 @@ def test_live_source_reports_latency_and_drops_late_frames(model: Path, tmp_path
     assert result.latency_p50_s is not None and result.latency_p90_s is not None
     assert 0 < result.latency_p50_s <= result.latency_p90_s
     assert "latency p50" in result.summary_line()
+    # Start-up runs from the call to the first written frame: at least one frame's latency, less than the job.
+    assert result.startup_s is not None and result.latency_p50_s / 2 < result.startup_s < result.wall_s
+    assert f"first frame after {result.startup_s:.2f} s" in result.summary_line()
     assert len(probe(tmp_path / "live.mp4").times) == result.frames_out
 
 
