@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,6 +37,16 @@ RUN_TIMEOUT = 120  # seconds; a damaged 24-frame clip that takes longer is hangi
 
 
 @pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny export for the module; tests that damage it work on a copy."""
+    return export_tiny(tmp_path_factory.mktemp("fuzz-model"))
+
+
+def _copy(model: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(model, tmp_path / "model"))
+
+
+@pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("fuzz-corpus")
     damaged = []
@@ -57,8 +68,8 @@ def _matte(model: Path, clip: Path, out: Path) -> tuple[Path, subprocess.Complet
     return output, subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
 
 
-def test_damaged_clips_end_cleanly(corpus: list[Path], tmp_path: Path) -> None:
-    model = export_tiny(tmp_path / "model")
+def test_damaged_clips_end_cleanly(corpus: list[Path], exported: Path, tmp_path: Path) -> None:
+    model = exported
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda clip: (clip, *_matte(model, clip, tmp_path)), corpus))
     outcomes = {"written": 0, "refused": 0}
@@ -117,10 +128,10 @@ def test_tags_in_no_known_encoding_do_not_stop_the_job(tmp_path: Path) -> None:
     ],
 )
 def test_export_json_of_the_wrong_shape_is_one_line(
-    tmp_path: Path, where: str, change: Callable[[dict[str, Any]], object], message: str
+    exported: Path, tmp_path: Path, where: str, change: Callable[[dict[str, Any]], object], message: str
 ) -> None:
     """What the fuzzer found next: manifest and sidecar fields of the wrong type or missing raised KeyError."""
-    model = export_tiny(tmp_path / "model")
+    model = _copy(exported, tmp_path)
     data = json.loads((model / where).read_text())
     change(data)
     (model / where).write_text(json.dumps(data))
@@ -128,9 +139,9 @@ def test_export_json_of_the_wrong_shape_is_one_line(
         load_artifacts(model)
 
 
-def test_an_export_without_an_spgm_artifact_is_one_line(tmp_path: Path) -> None:
+def test_an_export_without_an_spgm_artifact_is_one_line(exported: Path, tmp_path: Path) -> None:
     """The fuzzer's third finding: a manifest listing only SPD artifacts stopped Matter with StopIteration."""
-    model = export_tiny(tmp_path / "model")
+    model = _copy(exported, tmp_path)
     manifest = json.loads((model / "spgim-export.json").read_text())
     manifest["artifacts"] = [item for item in manifest["artifacts"] if item["branch"] == "spd"]
     (model / "spgim-export.json").write_text(json.dumps(manifest))
