@@ -27,6 +27,13 @@ def _half(model: torch.nn.Module) -> torch.nn.Module:
     return model.half()  # floating tensors only; BatchNorm's counters stay integers
 
 
+def _ship(source: Path, target: Path, payload: dict, extra: dict) -> None:
+    """The checkpoint at ``source`` saved to ``target`` in fp16, with ``extra`` and the note."""
+    branch = payload["branch"]
+    model = _half(load_model(source, branch))
+    save_checkpoint(target, branch=branch, config=payload["config"], model=model, extra={**extra, "note": NOTE})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="the folder scripts/train_reference.sh wrote")
@@ -42,24 +49,10 @@ def main() -> None:
     spd_payload, spgm_payload = load_checkpoint(spd_source, branch="spd"), load_checkpoint(spgm_source, branch="spgm")
     config = spd_payload["config"]["name"]
     spd_path, spgm_path = WEIGHTS / f"{config}-spd.pt", WEIGHTS / f"{config}-spgm.pt"
-    spd = _half(load_model(spd_source, "spd"))
-    save_checkpoint(
-        spd_path,
-        branch="spd",
-        config=spd_payload["config"],
-        model=spd,
-        extra={"mask_sigma": spd_payload["extra"].get("mask_sigma"), "note": NOTE},
-    )
+    _ship(spd_source, spd_path, spd_payload, {"mask_sigma": spd_payload["extra"].get("mask_sigma")})
     # The digest SPGM keeps of its SPD is taken as `spgim export` takes it: on the loaded (fp32) model.
     spd_digest = weights_digest(load_model(spd_path, "spd").state_dict())
-    spgm = _half(load_model(spgm_source, "spgm"))
-    save_checkpoint(
-        spgm_path,
-        branch="spgm",
-        config=spgm_payload["config"],
-        model=spgm,
-        extra={"spd_digest": spd_digest, "note": NOTE},
-    )
+    _ship(spgm_source, spgm_path, spgm_payload, {"spd_digest": spd_digest})
     manifest = {
         "config": config,
         "command": args.command.format(config=config) + " && .venv/bin/python scripts/ship_reference.py --run RUN",
