@@ -11,7 +11,8 @@ EXAMPLE = """example:
   spgim matte clip.mp4 --model exported --output composite.mp4 --foreground subject.mov
   spgim matte clip.mp4 --model exported --output out.mp4 --background beach.jpg --alpha alpha.mp4
   spgim matte rtsp://camera.local/stream --model exported --output live.mp4 --duration 60
-  spgim matte 0 --model exported --output webcam.mp4 --preview"""
+  spgim matte 0 --model exported --output webcam.mp4 --preview
+  spgim matte rtsp://camera.local/stream --model exported --output rtmp://server/live/key --output record.mp4"""
 
 
 def _seconds(text: str) -> float:
@@ -57,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         duration=args.duration,
         max_reconnects=args.reconnects,
         stall_timeout=args.stall_timeout,
+        rtsp_transport=args.rtsp_transport,
         preview=args.preview,
         progress=not args.quiet,
     )
@@ -84,8 +86,14 @@ def register(subparsers: Any) -> None:
         help="media file, image folder or pattern (frames/%%05d.png), rtsp/rtmp/http(s)/udp/tcp URL, or webcam index",
     )
     parser.add_argument("--model", required=True, help="spgim export folder")
-    parser.add_argument("--output", help="composite video (.mp4/.mkv/.mov: H.264; .webm: VP9; a folder: PNGs)")
-    parser.add_argument("--alpha", help="greyscale alpha video (or PNG folder)")
+    parser.add_argument(
+        "--output",
+        action="append",
+        help="composite video (.mp4/.mkv/.mov: H.264; .webm: VP9; a folder: PNGs), or a stream to publish live "
+        "(rtmp://, rtsp://, srt://, udp://: H.264 zero-latency, reconnected when the destination drops); "
+        "repeat to write several, e.g. a stream and a recording",
+    )
+    parser.add_argument("--alpha", help="greyscale alpha video (or PNG folder, or a stream URL)")
     parser.add_argument("--foreground", help="foreground with alpha: .mov ProRes 4444, .webm VP9, or a PNG folder")
     parser.add_argument("--background", default="green", help="green (default), #RRGGBB, an image or a video (looped)")
     parser.add_argument(
@@ -141,6 +149,12 @@ def register(subparsers: Any) -> None:
         default=2.0,
         metavar="SECONDS",
         help="live: a source that delivers no frame for this long is dropped and reopened (default 2)",
+    )
+    parser.add_argument(
+        "--rtsp-transport",
+        choices=("udp", "tcp"),
+        help="RTP over UDP or interleaved in the RTSP connection (TCP: through firewalls and NAT, no loss) "
+        "(default: FFmpeg's, UDP falling back to TCP)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)

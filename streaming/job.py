@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from .composite import Background
 from .frames import VideoFrame
 from .pipeline import Output, Pipeline, Plan
 from .sources import open_source
+from .urls import redact
 
 LIVE_REPORT_EVERY_S = 10.0
 
@@ -100,7 +101,7 @@ def matte_video(
     *,
     model: str | Path | None = None,
     matter: Callable[[np.ndarray], np.ndarray] | None = None,
-    output: str | Path | None = None,
+    output: str | Path | Sequence[str | Path] | None = None,
     alpha: str | Path | None = None,
     foreground: str | Path | None = None,
     background: str = "green",
@@ -120,6 +121,7 @@ def matte_video(
     duration: float | None = None,
     max_reconnects: int = 5,
     stall_timeout: float = 2.0,
+    rtsp_transport: str | None = None,
     preview: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
@@ -130,7 +132,9 @@ def matte_video(
         source: a media file, an image folder or pattern, a network URL, or a webcam index ("0").
         model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``).
         output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
-            with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one.
+            with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one. ``output`` may be a
+            list, and the composite or alpha may go to rtmp://, rtsp://, srt:// or udp:// URLs: published
+            live (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
         preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
         work_size, keyframe_interval, smoothing, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the
@@ -139,6 +143,7 @@ def matte_video(
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
         max_reconnects, stall_timeout: live network sources are reopened with back-off when they drop, end,
             or deliver no frame for ``stall_timeout`` seconds, up to ``max_reconnects`` attempts in a row.
+        rtsp_transport: "udp" or "tcp" for RTP from an ``rtsp://`` source (default: FFmpeg's, UDP then TCP).
 
     Returns:
         The counts, timing and notes; ``interrupted`` is set after Ctrl-C or SIGTERM.
@@ -147,9 +152,12 @@ def matte_video(
         SpgimError: bad input, model or output, or a failure mid-job (outputs are finalised first).
     """
     from .outputs import open_output
+    from .publish import PublishedStream, is_destination
 
-    asked = {"composite": output, "alpha": alpha, "foreground": foreground}
-    wanted = {kind: path for kind, path in asked.items() if path is not None}
+    composites = [output] if isinstance(output, (str, Path)) else list(output or [])
+    singles = {"alpha": alpha, "foreground": foreground}
+    asked = {"composite": composites, **{kind: [path] if path else [] for kind, path in singles.items()}}
+    wanted = {kind: paths for kind, paths in asked.items() if paths}
     called = time.monotonic()
     if not wanted:
         raise SpgimError("nothing to write: give --output, --alpha or --foreground")
@@ -189,6 +197,7 @@ def matte_video(
         duration=duration,
         max_reconnects=max_reconnects,
         stall_timeout=stall_timeout,
+        rtsp_transport=rtsp_transport,
         log=log,
     )
     info = opened.info
@@ -196,10 +205,27 @@ def matte_video(
     notes: list[str] = []
     back: Background | None = None
     try:
-        for kind, path in wanted.items():
-            outputs[kind] = [
-                open_output(path, kind=kind, info=info, codec=codec, quality=quality, audio=True, preset=preset)
-            ]
+        alone = sum(len(paths) for paths in wanted.values()) == 1
+        for kind, paths in wanted.items():
+            outputs[kind] = []
+            for path in paths:
+                if is_destination(path):
+                    published = PublishedStream(
+                        str(path),
+                        kind,
+                        info,
+                        quality=quality,
+                        preset=preset,
+                        rtsp_transport=rtsp_transport,
+                        max_reconnects=max_reconnects,
+                        required=alone,
+                        log=log,
+                    )
+                    outputs[kind].append(published)
+                else:
+                    outputs[kind].append(
+                        open_output(path, kind=kind, info=info, codec=codec, quality=quality, preset=preset)
+                    )
         if "composite" in outputs:
             back = Background(background, info.width, info.height, info.rotation)
         bar = _progress_bar(info.frames, enabled=progress and not info.live)
@@ -214,7 +240,9 @@ def matte_video(
                 show(images)
 
         live_duration = duration if info.live else None
-        plan = Plan(outputs, back, device=device, batch=batch, duration=live_duration, on_frame=on_frame)
+        # A recorded input published live is read at its own pace, as ffmpeg -re does.
+        paced = not info.live and any(is_destination(path) for paths in wanted.values() for path in paths)
+        plan = Plan(outputs, back, device=device, batch=batch, duration=live_duration, on_frame=on_frame, paced=paced)
         pipeline = Pipeline(opened, matter, plan)
         interrupted, error = False, None
         try:
@@ -250,7 +278,7 @@ def matte_video(
         live=info.live,
         interrupted=interrupted,
         error=str(error) if error else None,
-        outputs=[str(p) for p in wanted.values()],
+        outputs=[redact(str(path)) for paths in wanted.values() for path in paths],
         notes=notes,
         startup_s=None if stats.first_output is None else stats.first_output - called,
     )

@@ -13,6 +13,7 @@ dropped from that output with a note, and the video is finished without it.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -91,6 +92,16 @@ _CONTAINERS = {
         Container(".webm", "vp9", "vp9", frozenset({"opus", "vorbis"}), audio_encoder="libopus"),
         Container(".avi", "mjpeg", None, frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"})),
     )
+}
+_RTP_AUDIO = frozenset({"aac", "opus", "mp3"})
+STREAM_FORMATS = {  # FFmpeg's muxer per destination scheme, and the audio it carries as it is
+    "rtmp": Container(".flv", "h264", None, frozenset({"aac", "mp3"})),
+    "rtmps": Container(".flv", "h264", None, frozenset({"aac", "mp3"})),
+    "rtsp": Container(".rtsp", "h264", None, _RTP_AUDIO),
+    "rtsps": Container(".rtsp", "h264", None, _RTP_AUDIO),
+    "srt": Container(".ts", "h264", None, _BASIC_AUDIO),
+    "udp": Container(".ts", "h264", None, _BASIC_AUDIO),
+    "tcp": Container(".ts", "h264", None, _BASIC_AUDIO),
 }
 _AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _IMAGE_FORMAT = {"composite": "rgb24", "alpha": "gray", "foreground": "rgba"}
@@ -205,8 +216,39 @@ class PngSequence(Output):
         self.frames_written += 1
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a :class:`VideoOutput` goes: a file, or a stream published live (see :mod:`.publish`).
+
+    ``open`` returns PyAV's output container; ``label`` names it in messages; ``rules`` says which
+    audio it holds as it is; ``live`` encodes for low delay (ultrafast, zero latency, a keyframe a second).
+    """
+
+    label: str
+    rules: Container
+    open: Callable[[], Any]
+    live: bool = False
+
+
+def file_destination(path: Path) -> Destination:
+    """A media file at ``path`` (its folder is created)."""
+    import av
+
+    def open_file() -> Any:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return av.open(str(path), "w")
+        except (OSError, av.error.FFmpegError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise SpgimError(f"cannot write {path}: {reason}") from None
+
+    suffix = path.suffix.lower()
+    # An extension outside the table (an explicit --codec into .ts, say): keep no audio as it is.
+    return Destination(path.name, _CONTAINERS.get(suffix) or Container(suffix, "", None, frozenset()), open_file)
+
+
 class VideoOutput(Output):
-    """A video file written through PyAV, with the input's audio tracks when it is a composite or foreground."""
+    """A video written through PyAV, with the input's audio tracks when it is a composite or foreground."""
 
     def __init__(
         self,
@@ -217,10 +259,11 @@ class VideoOutput(Output):
         quality: int | None,
         audio: bool,
         preset: str | None = None,
+        destination: Destination | None = None,
     ) -> None:
-        import av
-
         self.path, self.kind, self.codec, self.info = path, kind, codec, info
+        self.destination = destination or file_destination(path)
+        self.label = self.destination.label
         self.notes: list[str] = []
         self.frames_written = 0
         self.closed = False
@@ -228,12 +271,7 @@ class VideoOutput(Output):
         odd = info.width % 2 or info.height % 2
         if codec == "h265" and info.width < 64:
             raise SpgimError(f"H.265 needs frames at least 64 pixels wide (these are {info.width}); use h264")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.container: Any = av.open(str(path), "w")
-        except (OSError, av.error.FFmpegError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            raise SpgimError(f"cannot write {path}: {reason}") from None
+        self.container: Any = self.destination.open()
         try:
             self.preset = preset
             self._add_video(codec, info, quality, bool(odd))
@@ -255,7 +293,10 @@ class VideoOutput(Output):
             stream.pix_fmt = record.alpha_pix_fmt
         else:
             stream.pix_fmt = record.odd_pix_fmt if odd and record.odd_pix_fmt else record.pix_fmt
-        options = _quality_options(codec, quality, live=info.live, preset=self.preset)
+        live = info.live or self.destination.live
+        options = _quality_options(codec, quality, live=live, preset=self.preset)
+        if self.destination.live:
+            options["g"] = str(max(1, round(rate)))  # a keyframe a second: players join and recover within it
         if codec == "prores":
             options["profile"] = "4444" if self.kind == "foreground" else "hq"
         stream.options = options
@@ -269,18 +310,16 @@ class VideoOutput(Output):
     def _add_audio(self, track: AudioTrack) -> None:
         import av
 
-        suffix = self.path.suffix.lower()
+        container = self.destination.rules
         if track.channels <= 0 or track.sample_rate <= 0 or track.codec == "unknown":
             self.notes.append(
-                f"{self.path.name}: audio track {track.index} left out: its header is damaged "
+                f"{self.label}: audio track {track.index} left out: its header is damaged "
                 f"({track.codec}, {track.channels} channels, {track.sample_rate} Hz)"
             )
             return
         timing = track.timing
         repairable = timing is None or timing.untimed < timing.packets or timing.undated < timing.packets
         repairable = repairable or frame_samples(track.codec, track.sample_rate) is not None
-        # An extension outside the table (an explicit --codec into .ts, say): keep no audio as it is.
-        container = _CONTAINERS.get(suffix) or Container(suffix, "", None, frozenset())
         if track.codec in container.audio_kept and repairable:
             stream = self.container.add_stream_from_template(track.stream)
             faulty = timing is not None and not timing.clean
@@ -288,7 +327,7 @@ class VideoOutput(Output):
             self.audio[track.index] = _AudioRoute(track, stream, retimer=retimer)
             if timing is not None and faulty:
                 self.notes.append(
-                    f"{self.path.name}: audio track {track.index} ({track.codec}) remuxed, re-timed from its "
+                    f"{self.label}: audio track {track.index} ({track.codec}) remuxed, re-timed from its "
                     f"sample counts ({timing.describe()})"
                 )
             return
@@ -304,8 +343,8 @@ class VideoOutput(Output):
         resampler = av.AudioResampler(format=encoder.format.name, layout=layout, rate=rate, frame_size=1024)
         self.audio[track.index] = _AudioRoute(track, encoder, resampler=resampler)
         name = "Opus" if target == "libopus" else "AAC"
-        why = f"{suffix} cannot hold {track.codec}" if repairable else "its packets carry no timing"
-        self.notes.append(f"{self.path.name}: audio track {track.index} ({track.codec}) re-encoded to {name}: {why}")
+        why = f"{container.suffix} cannot hold {track.codec}" if repairable else "its packets carry no timing"
+        self.notes.append(f"{self.label}: audio track {track.index} ({track.codec}) re-encoded to {name}: {why}")
 
     def write(self, frame: VideoFrame, image: np.ndarray) -> None:
         import av
@@ -313,7 +352,8 @@ class VideoOutput(Output):
         try:
             self._write(frame, image)
         except av.error.FFmpegError as error:
-            raise SpgimError(f"cannot encode {self.path.name}: {error}") from None
+            # strerror, not str(error): FFmpeg's message repeats the URL, credentials included.
+            raise SpgimError(f"cannot encode {self.label}: {error.strerror or error}") from None
 
     def _write(self, frame: VideoFrame, image: np.ndarray) -> None:
         import av
@@ -353,7 +393,7 @@ class VideoOutput(Output):
             when = packet.packet.pts
             seconds = f" at {float(when * packet.packet.time_base):.2f} s" if when is not None else ""
             self.notes.append(
-                f"{self.path.name}: audio track {packet.track} stopped{seconds} ({error}); "
+                f"{self.label}: audio track {packet.track} stopped{seconds} ({error}); "
                 "the video was finished without the rest of it"
             )
 
@@ -366,7 +406,7 @@ class VideoOutput(Output):
         try:
             self._flush()
         except av.error.FFmpegError as error:
-            self.notes.append(f"{self.path.name}: the encoders could not be flushed ({error}); frames may miss")
+            self.notes.append(f"{self.label}: the encoders could not be flushed ({error}); frames may miss")
         finally:
             self.container.close()
 
@@ -376,7 +416,7 @@ class VideoOutput(Output):
         for route in [*self.audio.values(), *self.dropped_audio]:
             if route.retimer is not None and route.retimer.repaired and not route.retimer.from_samples:
                 self.notes.append(
-                    f"{self.path.name}: audio track {route.track.index}: {route.retimer.repaired} packets re-timed "
+                    f"{self.label}: audio track {route.track.index}: {route.retimer.repaired} packets re-timed "
                     "(missing or out-of-order timestamps)"
                 )
         for route in self.audio.values():

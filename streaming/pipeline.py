@@ -109,6 +109,7 @@ class Plan:
     device: str = "cpu"
     batch: int = 1
     duration: float | None = None  # live sources: stop after this many seconds of capture
+    paced: bool = False  # read a recorded input no faster than its timestamps (it is published live)
     on_frame: Callable[[VideoFrame, dict[str, np.ndarray]], None] | None = None  # preview, progress
 
 
@@ -170,9 +171,15 @@ class Pipeline:
         return _END
 
     def _read(self) -> None:
+        origin: tuple[float, float] | None = None  # (clock, frame time) of the first frame, when paced
         try:
             for item in self.source.items(self.stop):
                 if isinstance(item, VideoFrame):
+                    if self.plan.paced and item.time is not None:
+                        origin = origin or (time.monotonic(), item.time)
+                        wait = origin[0] + (item.time - origin[1]) - time.monotonic()
+                        if wait > 0 and self.stop.wait(wait):
+                            return
                     duration = self.plan.duration
                     if self.info.live and duration is not None and (item.time or 0.0) >= duration:
                         break

@@ -24,7 +24,8 @@ from spgim.errors import SpgimError
 
 from .audio import probe_audio_timing
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
-from .urls import is_network, is_webcam, redact, scrub
+from .srt import SrtConnection
+from .urls import is_network, is_webcam, redact, scheme, scrub
 
 Item = VideoFrame | AudioPacket
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,6 +76,7 @@ class PyAVSource(Source):
         read_timeout: float = 5.0,
         clock: _LiveClock | None = None,
         stall_timeout: float | None = None,
+        rtsp_transport: str | None = None,
     ) -> None:
         import av
 
@@ -91,16 +93,33 @@ class PyAVSource(Source):
                 raise SpgimError(f"{spec}: no such file")
             if path.is_file() and path.stat().st_size == 0:
                 raise SpgimError(f"{spec}: the file is empty")
+        self.connection: SrtConnection | None = None
+        options = demux_options(spec, live=live, rtsp_transport=rtsp_transport)
         try:
             # Tags are text in no known encoding (a damaged or foreign file): undecodable bytes become U+FFFD.
-            timeout = (open_timeout, read_timeout) if is_network(spec) else None
-            self.container: Any = av.open(spec, timeout=timeout, metadata_errors="replace")
+            if scheme(spec) == "srt":
+                self.connection = SrtConnection(spec, open_timeout=open_timeout, io_timeout=read_timeout)
+                target: Any = self.connection
+                timeout, fmt = None, "mpegts"
+            else:
+                target, fmt = spec, None
+                timeout = (open_timeout, read_timeout) if is_network(spec) else None
+            self.container: Any = av.open(
+                target, format=fmt, options=options, timeout=timeout, metadata_errors="replace"
+            )
         except av.error.FFmpegError as error:
+            self._close_connection()
             raise SpgimError(f"cannot open {self.name}: {scrub(_reason(error), spec)}") from None
+        except OSError as error:  # raised through PyAV by an SRT connection (silence, peer gone)
+            self._close_connection()
+            raise SpgimError(f"cannot open {self.name}: {error}") from None
+        except BaseException:
+            self._close_connection()
+            raise
         try:
             self._setup(start, duration)
         except BaseException:
-            self.container.close()
+            self.close()
             raise
 
     def _setup(self, start: float | None, duration: float | None) -> None:
@@ -184,6 +203,10 @@ class PyAVSource(Source):
                     raise SpgimError(f"{self.name}: {scrub(_reason(error), self.spec)}") from None
                 self.corrupt += 1  # a truncated or damaged tail: what was decoded so far is kept
                 break
+            except TimeoutError:  # an SRT connection's silence (see spgim.streaming.srt)
+                raise SpgimError(f"{self.name}: stalled, no data for {time.monotonic() - last_frame:.1f} s") from None
+            except OSError as error:  # an SRT connection lost
+                raise SpgimError(f"{self.name}: {error}") from None
             # Connected but sending no picture (only audio, or undecodable video): as good as dropped.
             silent = time.monotonic() - last_frame
             if self.stall_timeout is not None and silent >= self.stall_timeout:
@@ -234,6 +257,11 @@ class PyAVSource(Source):
 
     def close(self) -> None:
         self.container.close()
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
 
 
 class ReconnectingSource(Source):
@@ -423,6 +451,27 @@ def _duration(video: Any, container: Any) -> float | None:
     return None
 
 
+RTSP_TRANSPORTS = ("udp", "tcp")
+
+
+def demux_options(spec: str, *, live: bool, rtsp_transport: str | None = None) -> dict[str, str]:
+    """FFmpeg demuxer options for ``spec``: the RTSP transport, and low delay for live network sources.
+
+    Live: no input buffering, and probing stops after 256 KiB or half a second of stream instead of 5 MB /
+    5 s: enough for the one video stream a live source is read for, and start-up is what a viewer waits.
+    """
+    options: dict[str, str] = {}
+    kind = scheme(spec)
+    if rtsp_transport is not None:
+        if rtsp_transport not in RTSP_TRANSPORTS:
+            raise SpgimError(f"unknown RTSP transport {rtsp_transport!r}; choose {' or '.join(RTSP_TRANSPORTS)}")
+        if kind in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = rtsp_transport
+    if live and is_network(spec):
+        options.update(fflags="nobuffer", probesize="262144", analyzeduration="500000")
+    return options
+
+
 def open_source(
     spec: str,
     *,
@@ -431,21 +480,32 @@ def open_source(
     duration: float | None = None,
     max_reconnects: int = 5,
     stall_timeout: float = 2.0,
+    rtsp_transport: str | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Source:
     """The source ``spec`` names: a webcam index, a network URL, an image sequence, or a media file.
 
     ``live`` defaults to on for network and webcam sources. ``start``/``duration`` in seconds
     select part of a recorded file. A live network source that delivers no frame for ``stall_timeout``
-    seconds counts as dropped and is reopened (up to ``max_reconnects`` attempts in a row).
+    seconds counts as dropped and is reopened (up to ``max_reconnects`` attempts in a row). ``rtsp_transport``
+    ("udp" or "tcp") chooses how RTP reaches an ``rtsp://`` source (FFmpeg's default: UDP, then TCP if no UDP
+    packet arrives).
     """
+    demux_options(spec, live=False, rtsp_transport=rtsp_transport)  # a bad transport fails before any connection
     if is_webcam(spec):
         return WebcamSource(int(spec))
     if is_network(spec):
         if live is False:
-            return PyAVSource(spec, live=False, start=start, duration=duration)
+            return PyAVSource(spec, live=False, start=start, duration=duration, rtsp_transport=rtsp_transport)
         return ReconnectingSource(
-            lambda clock: PyAVSource(spec, live=True, duration=duration, clock=clock, stall_timeout=stall_timeout),
+            lambda clock: PyAVSource(
+                spec,
+                live=True,
+                duration=duration,
+                clock=clock,
+                stall_timeout=stall_timeout,
+                rtsp_transport=rtsp_transport,
+            ),
             max_reconnects=max_reconnects,
             log=log,
         )

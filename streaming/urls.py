@@ -9,9 +9,14 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tc
 _SECRET_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig", re.IGNORECASE)
 
 
+def scheme(spec: str) -> str:
+    """The URL scheme of ``spec`` in lower case ("" for a path)."""
+    return urlsplit(spec).scheme.lower()
+
+
 def is_network(spec: str) -> bool:
-    """True for ``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://`` (and srt) URLs."""
-    return urlsplit(spec).scheme.lower() in NETWORK_SCHEMES
+    """True for ``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://`` and ``srt://`` URLs."""
+    return scheme(spec) in NETWORK_SCHEMES
 
 
 def is_webcam(spec: str) -> bool:

@@ -107,7 +107,7 @@ def test_a_batch_of_frames_equals_one_call_per_frame(
 def test_mismatches_are_refused_with_one_line(exported: tuple, tmp_path: Path) -> None:
     folder = exported[0]
     with pytest.raises(SpgimError, match=r"outside spgm\.onnx's profile"):
-        Matter(folder, work_size=512)(np.zeros((512, 512, 3), np.uint8))
+        Matter(folder, backend="onnxruntime", work_size=512)(np.zeros((512, 512, 3), np.uint8))
     (tmp_path / "other").mkdir()
     other, _, _ = _export(tmp_path / "other", seed=1)
     mixed = tmp_path / "mixed"

@@ -1,0 +1,168 @@
+"""SRT through the system's libsrt: PyAV's FFmpeg build has no SRT, so a caller socket in live mode is
+opened here (ctypes) and handed to PyAV as a file object carrying MPEG-TS, read or written.
+
+URL options follow FFmpeg's ``srt://host:port?streamid=...&passphrase=...&latency=MICROSECONDS``;
+``mode=caller`` is the only mode (spgim connects to a server such as srt-live-transmit, a media server or OBS).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from spgim.errors import SpgimError
+
+from .urls import redact
+
+_NAMES = ("libsrt.so.1.5", "libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", "libsrt.so")
+INSTALL_HINT = "srt:// needs libsrt 1.5 (Debian: apt install libsrt1.5-gnutls; PyAV's FFmpeg is built without SRT)"
+PAYLOAD = 1316  # seven 188-byte MPEG-TS packets: SRT's live-mode payload
+
+# From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, stable across 1.4 and 1.5.
+_RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 14, 13, 23, 26, 36, 46
+_TIMEOUT_ERRORS = (6002, 6003)  # SRT_EASYNCRCV, SRT_ETIMEOUT
+_library: ctypes.CDLL | None = None
+_lock = threading.Lock()
+
+
+def _lib() -> ctypes.CDLL:
+    global _library
+    with _lock:
+        if _library is None:
+            for name in _NAMES:
+                try:
+                    lib = ctypes.CDLL(name)
+                    break
+                except OSError:
+                    continue
+            else:
+                raise SpgimError(INSTALL_HINT)
+            lib.srt_getlasterror_str.restype = ctypes.c_char_p
+            lib.srt_getlasterror.argtypes = [ctypes.c_void_p]
+            lib.srt_recvmsg.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            lib.srt_send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            lib.srt_setsockflag.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+            lib.srt_connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+            lib.srt_setloglevel(3)  # errors only: libsrt's warnings would go to the user's terminal
+            if lib.srt_startup() < 0:
+                raise SpgimError(f"libsrt could not start: {lib.srt_getlasterror_str().decode()}")
+            _library = lib
+        return _library
+
+
+@dataclass(frozen=True)
+class SrtAddress:
+    """Where an ``srt://`` URL points and the options it sets."""
+
+    host: str
+    port: int
+    streamid: str | None = None
+    passphrase: str | None = None
+    latency_ms: int | None = None
+
+
+def parse_srt_url(url: str) -> SrtAddress:
+    """The parts of ``srt://host:port?...``; one line for a URL spgim cannot use."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or not port:
+        raise SpgimError(f"{redact(url)}: an SRT URL needs a host and a port (srt://host:port)")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    mode = options.pop("mode", "caller")
+    if mode != "caller":
+        raise SpgimError(f"{redact(url)}: spgim connects as an SRT caller; mode={mode} is not supported")
+    latency = options.get("latency")
+    try:
+        latency_ms = None if latency is None else max(0, int(latency) // 1000)  # FFmpeg's unit: microseconds
+    except ValueError:
+        raise SpgimError(f"{redact(url)}: latency must be microseconds, got {latency!r}") from None
+    return SrtAddress(parts.hostname, port, options.get("streamid"), options.get("passphrase"), latency_ms)
+
+
+class SrtConnection:
+    """A connected SRT caller socket: ``read`` for PyAV's demuxer, ``write`` for its muxer."""
+
+    def __init__(self, url: str, *, open_timeout: float = 5.0, io_timeout: float = 5.0) -> None:
+        self.lib = _lib()
+        self.name = redact(url)
+        address = parse_srt_url(url)
+        self.socket = self.lib.srt_create_socket()
+        if self.socket < 0:
+            raise SpgimError(f"{self.name}: {self._error()}")
+        self._pending = b""
+        self.io_timeout = io_timeout
+        try:
+            self._set_int(_CONNTIMEO, round(open_timeout * 1000))
+            self._set_int(_RCVTIMEO, round(io_timeout * 1000))
+            self._set_int(_SNDTIMEO, round(io_timeout * 1000))
+            if address.latency_ms is not None:
+                self._set_int(_LATENCY, address.latency_ms)
+            for option, text in ((_STREAMID, address.streamid), (_PASSPHRASE, address.passphrase)):
+                if text is not None:
+                    value = text.encode()
+                    if self.lib.srt_setsockflag(self.socket, option, value, len(value)) < 0:
+                        raise SpgimError(f"{self.name}: {self._error()}")
+            self._connect(address)
+        except BaseException:
+            self.lib.srt_close(self.socket)
+            raise
+
+    def _set_int(self, option: int, value: int) -> None:
+        number = ctypes.c_int(value)
+        if self.lib.srt_setsockflag(self.socket, option, ctypes.byref(number), ctypes.sizeof(number)) < 0:
+            raise SpgimError(f"{self.name}: {self._error()}")
+
+    def _connect(self, address: SrtAddress) -> None:
+        try:
+            found = socket.getaddrinfo(address.host, address.port, socket.AF_INET, socket.SOCK_DGRAM)
+        except socket.gaierror as error:
+            raise SpgimError(f"cannot connect to {self.name}: {error.strerror}") from None
+        host, port = str(found[0][4][0]), int(found[0][4][1])
+        # struct sockaddr_in: family (host order), port and address (network order), 8 bytes of zero.
+        raw = socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big") + socket.inet_aton(host) + bytes(8)
+        buffer = ctypes.create_string_buffer(raw, len(raw))
+        if self.lib.srt_connect(self.socket, buffer, len(raw)) < 0:
+            raise SpgimError(f"cannot connect to {self.name}: {self._error()}")
+
+    def _error(self) -> str:
+        return self.lib.srt_getlasterror_str().decode(errors="replace").strip().rstrip(".")
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the stream.
+
+        Raises:
+            TimeoutError: nothing arrived for the I/O timeout (FFmpeg's MPEG-TS demuxer does not stop at
+                an end of file from a file object, so silence and a lost peer are raised through PyAV).
+            ConnectionError: the peer is gone.
+        """
+        if not self._pending:
+            buffer = ctypes.create_string_buffer(1500)
+            received = self.lib.srt_recvmsg(self.socket, buffer, 1500)
+            if received <= 0:
+                if self.lib.srt_getlasterror(None) in _TIMEOUT_ERRORS:
+                    raise TimeoutError(f"no data for {self.io_timeout:.1f} s")
+                raise ConnectionError(self._error() or "the peer closed the connection")
+            self._pending = buffer.raw[:received]
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def write(self, data: bytes) -> int:
+        """Send ``data`` in live-mode payloads; OSError when the peer is gone."""
+        view = memoryview(data)
+        for start in range(0, len(view), PAYLOAD):
+            chunk = bytes(view[start : start + PAYLOAD])
+            if self.lib.srt_send(self.socket, chunk, len(chunk)) < 0:
+                raise OSError(f"{self.name}: {self._error()}")
+        return len(data)
+
+    def close(self) -> None:
+        """Close the socket (safe twice)."""
+        if self.socket >= 0:
+            self.lib.srt_close(self.socket)
+            self.socket = -1
