@@ -122,7 +122,7 @@ class PublishedStream(Output):
             url += ("&" if "?" in url else "?") + "pkt_size=1316"  # seven TS packets: one datagram under the MTU
         try:
             if scheme(url) == "srt":
-                self.connection = SrtConnection(url, open_timeout=open_timeout, io_timeout=io_timeout)
+                self.connection = SrtConnection(url, open_timeout=open_timeout, io_timeout=io_timeout, sending=True)
                 return av.open(self.connection, "w", format=muxer, container_options=options)
             timeout = (open_timeout, io_timeout)
             return av.open(url, "w", format=muxer, container_options=options, timeout=timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,7 +23,7 @@ INSTALL_HINT = "srt:// needs libsrt 1.5 (Debian: apt install libsrt1.5-gnutls; P
 PAYLOAD = 1316  # seven 188-byte MPEG-TS packets: SRT's live-mode payload
 
 # From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, stable across 1.4 and 1.5.
-_RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 14, 13, 23, 26, 36, 46
+_LINGER, _RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 7, 14, 13, 23, 26, 36, 46
 _TIMEOUT_ERRORS = (6002, 6003)  # SRT_EASYNCRCV, SRT_ETIMEOUT
 _library: ctypes.CDLL | None = None
 _lock = threading.Lock()
@@ -88,7 +89,7 @@ def parse_srt_url(url: str) -> SrtAddress:
 class SrtConnection:
     """A connected SRT caller socket: ``read`` for PyAV's demuxer, ``write`` for its muxer."""
 
-    def __init__(self, url: str, *, open_timeout: float = 5.0, io_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, open_timeout: float = 5.0, io_timeout: float = 5.0, sending: bool = False) -> None:
         self.lib = _lib()
         self.name = redact(url)
         address = parse_srt_url(url)
@@ -97,12 +98,20 @@ class SrtConnection:
             raise SpgimError(f"{self.name}: {self._error()}")
         self._pending = b""
         self.io_timeout = io_timeout
+        # A receiver holds packets for its latency (120 ms by default) and drops them when the sender goes:
+        # a sender waits that long before closing, so a stream's last frames are played.
+        self.drain_s = ((address.latency_ms if address.latency_ms is not None else 120) + 50) / 1000 if sending else 0.0
         try:
             self._set_int(_CONNTIMEO, round(open_timeout * 1000))
             self._set_int(_RCVTIMEO, round(io_timeout * 1000))
             self._set_int(_SNDTIMEO, round(io_timeout * 1000))
             if address.latency_ms is not None:
                 self._set_int(_LATENCY, address.latency_ms)
+            if sending:
+                # Live mode closes at once, dropping what is still in flight (the last frames of a stream).
+                linger = (ctypes.c_int * 2)(1, max(1, round(io_timeout)))
+                if self.lib.srt_setsockflag(self.socket, _LINGER, linger, ctypes.sizeof(linger)) < 0:
+                    raise SpgimError(f"{self.name}: {self._error()}")
             for option, text in ((_STREAMID, address.streamid), (_PASSPHRASE, address.passphrase)):
                 if text is not None:
                     value = text.encode()
@@ -164,5 +173,6 @@ class SrtConnection:
     def close(self) -> None:
         """Close the socket (safe twice)."""
         if self.socket >= 0:
+            time.sleep(self.drain_s)
             self.lib.srt_close(self.socket)
             self.socket = -1
