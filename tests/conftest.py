@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,3 +15,23 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def live_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    """The live configuration with random weights, exported to every CPU format (pt2 where a compiler is),
+    sizes 64..512 dynamic: ``(export folder, spd, spgm)``.
+
+    AOTInductor's compiles are most of the suite's time on two cores (minutes per pair), so the live
+    configuration's tests (tests/test_live_config.py) and the pt2 package tests (tests/test_pt2.py) share this one.
+    """
+    from model_pairs import export_pair, random_pair
+
+    from spgim.aoti_build import aoti_compiler_missing
+
+    folder = tmp_path_factory.mktemp("live-export")
+    spd, spgm = random_pair(folder, "live", seed=3, spd_extra={"mask_sigma": 1.0})
+    formats = "torchscript,onnx,onnx-trt,openvino" + ("" if aoti_compiler_missing() else ",pt2")
+    options = ["--formats", formats, "--precision", "fp32,fp16", "--height", "224", "--width", "384", "--dynamic"]
+    export_pair(folder, folder / "m", *options, "--min-size", "64x64", "--max-size", "512x512")
+    return folder / "m", spd, spgm

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_pairs import export_pair, random_pair
 
 from spgim.cli import main
 from spgim.train.checkpoint import load_checkpoint, load_model
@@ -152,19 +151,6 @@ def test_one_training_step_of_spd_and_spgm(tmp_path: Path) -> None:
     assert any(not torch.equal(spgm_before[k], spgm_after[k]) for k in spgm_before if k.endswith("weight"))
     records = [json.loads(line) for line in (tmp_path / "spgm" / "log.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["loss"] > 0
-
-
-@pytest.fixture(scope="module")
-def live_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
-    """The live configuration with random weights, exported to every CPU format (pt2 where a compiler is)."""
-    from spgim.aoti_build import aoti_compiler_missing
-
-    folder = tmp_path_factory.mktemp("live-export")
-    spd, spgm = random_pair(folder, "live", seed=3, spd_extra={"mask_sigma": 1.0})
-    formats = "torchscript,onnx,onnx-trt,openvino" + ("" if aoti_compiler_missing() else ",pt2")
-    options = ["--formats", formats, "--precision", "fp32,fp16", "--height", "224", "--width", "384", "--dynamic"]
-    export_pair(folder, folder / "m", *options, "--min-size", "64x64", "--max-size", "512x512")
-    return folder / "m", spd, spgm
 
 
 @pytest.mark.slow

@@ -83,11 +83,11 @@ def test_a_live_source_comes_back_within_seconds_of_a_publisher_outage(
         options = {"alpha": tmp_path / "alpha.mkv", "output": tmp_path / "live.mp4", "rtsp_transport": transport}
 
         def run() -> None:
-            results.append(matte_video(url, matter=matter, duration=11.0, log=messages.append, **options))
+            results.append(matte_video(url, matter=matter, duration=9.0, log=messages.append, **options))
 
         job = threading.Thread(target=run)
         job.start()
-        time.sleep(4.0)
+        time.sleep(3.0)
         publisher.stop()
         time.sleep(OUTAGE_S)
         publisher.start()
@@ -111,7 +111,7 @@ def _read_back(url: str, found: dict[str, Any], *, deadline: float, **options: A
     """Decode what a server plays at ``url`` into ``found`` (frames, size) until the stream ends or the deadline."""
     while time.monotonic() < deadline:
         try:
-            container = av.open(url, timeout=(3.0, 3.0), **options)
+            container = av.open(url, timeout=(3.0, 1.5), **options)
             break
         except av.error.FFmpegError:
             time.sleep(0.2)  # not published yet

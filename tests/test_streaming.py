@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -164,22 +165,29 @@ def _one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> No
 
 def test_bad_inputs_are_one_line(model: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out.mp4")
-    _one_line_error(_spgim("matte", str(tmp_path / "missing.mp4"), "--model", str(model), "--output", out), "no such")
     (tmp_path / "empty.mp4").write_bytes(b"")
-    _one_line_error(_spgim("matte", str(tmp_path / "empty.mp4"), "--model", str(model), "--output", out), "empty")
     (tmp_path / "junk.mp4").write_bytes(os.urandom(4096))
-    _one_line_error(_spgim("matte", str(tmp_path / "junk.mp4"), "--model", str(model), "--output", out), "junk.mp4")
     with av.open(str(tmp_path / "sound.m4a"), "w") as container:
         stream = container.add_stream("aac", rate=22050)
         chunk = av.AudioFrame.from_ndarray(np.zeros((1, 22050), np.float32), format="fltp", layout="mono")
         chunk.sample_rate, chunk.pts = 22050, 0
         for packet in [*stream.encode(chunk), *stream.encode()]:
             container.mux(packet)
-    _one_line_error(_spgim("matte", str(tmp_path / "sound.m4a"), "--model", str(model), "--output", out), "no video")
     clip = tmp_path / "in.mp4"
     write_clip(clip, frames=2)
-    _one_line_error(_spgim("matte", str(clip), "--model", str(model), "--output", "/proc/nope/out.mp4"), "out.mp4")
-    _one_line_error(_spgim("matte", str(clip), "--model", str(tmp_path / "nomodel"), "--output", out), "nomodel")
+    cases = [
+        ((str(tmp_path / "missing.mp4"), "--model", str(model), "--output", out), "no such"),
+        ((str(tmp_path / "empty.mp4"), "--model", str(model), "--output", out), "empty"),
+        ((str(tmp_path / "junk.mp4"), "--model", str(model), "--output", out), "junk.mp4"),
+        ((str(tmp_path / "sound.m4a"), "--model", str(model), "--output", out), "no video"),
+        ((str(clip), "--model", str(model), "--output", "/proc/nope/out.mp4"), "out.mp4"),
+        ((str(clip), "--model", str(tmp_path / "nomodel"), "--output", out), "nomodel"),
+    ]
+    # Each is a process start and a model load: three at a time.
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda case: _spgim("matte", *case[0]), cases))
+    for (_, word), result in zip(cases, results, strict=True):
+        _one_line_error(result, word)
 
 
 def test_truncated_file_keeps_what_decodes(model: Path, tmp_path: Path) -> None:
