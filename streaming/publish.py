@@ -29,7 +29,7 @@ from .urls import redact, scheme, scrub
 
 _MUXERS = {".flv": "flv", ".rtsp": "rtsp", ".ts": "mpegts"}
 _END = object()
-QUEUE_FRAMES = 15  # half a second at 30 fps: beyond that the destination is behind and frames are dropped
+QUEUE_ITEMS = 48  # frames and audio packets, about half a second: beyond that the destination is behind
 
 
 def is_destination(target: str | Path) -> bool:
@@ -80,7 +80,7 @@ class PublishedStream(Output):
         self.outages = 0
         self.failed: str | None = None
         self.current: VideoOutput | None = None
-        self.queue: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
+        self.queue: queue.Queue[Any] = queue.Queue(QUEUE_ITEMS)
         self._open_first()
         self.thread = threading.Thread(target=self._run, name="spgim-publish", daemon=True)
         self.thread.start()
