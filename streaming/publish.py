@@ -25,7 +25,7 @@ from spgim.errors import SpgimError
 from .frames import AudioPacket, VideoFrame, VideoInfo
 from .outputs import STREAM_FORMATS, Destination, Output, VideoOutput
 from .srt import SrtConnection
-from .urls import redact, scheme, scrub
+from .urls import error_reason, redact, scheme, scrub
 
 _MUXERS = {".flv": "flv", ".rtsp": "rtsp", ".ts": "mpegts"}
 _END = object()
@@ -35,11 +35,6 @@ QUEUE_ITEMS = 48  # frames and audio packets, about half a second: beyond that t
 def is_destination(target: str | Path) -> bool:
     """True when ``target`` is a URL spgim publishes to (rtmp, rtsp, srt, udp, tcp)."""
     return scheme(str(target)) in STREAM_FORMATS
-
-
-def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).strip().rstrip(".")
 
 
 class PublishedStream(Output):
@@ -128,7 +123,7 @@ class PublishedStream(Output):
             return av.open(url, "w", format=muxer, container_options=options, timeout=timeout)
         except (av.error.FFmpegError, OSError) as error:
             self._close_connection()
-            raise SpgimError(f"cannot publish to {self.label}: {scrub(_reason(error), self.url)}") from None
+            raise SpgimError(f"cannot publish to {self.label}: {error_reason(error, self.url)}") from None
 
     def _close_connection(self) -> None:
         if self.connection is not None:
@@ -143,9 +138,8 @@ class PublishedStream(Output):
         try:
             output.container.start_encoding()
         except (av.error.FFmpegError, OSError) as error:
-            self.current = output
-            self._drop()
-            raise SpgimError(f"cannot publish to {self.label}: {scrub(_reason(error), self.url)}") from None
+            self._discard(output)
+            raise SpgimError(f"cannot publish to {self.label}: {error_reason(error, self.url)}") from None
         return output
 
     def write(self, frame: VideoFrame, image: np.ndarray) -> None:
@@ -194,10 +188,12 @@ class PublishedStream(Output):
     def _drop(self) -> None:
         """Close the current connection, whatever state it is in."""
         current, self.current = self.current, None
-        if current is None:
-            return
+        if current is not None:
+            self._discard(current)
+
+    def _discard(self, output: VideoOutput) -> None:
         with contextlib.suppress(Exception):  # a broken connection cannot always be finalised; nothing is kept
-            current.close()
+            output.close()
         self._close_connection()
 
     def close(self) -> None:

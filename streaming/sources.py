@@ -25,7 +25,7 @@ from spgim.errors import SpgimError
 from .audio import probe_audio_timing
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
 from .srt import SrtConnection
-from .urls import is_network, is_webcam, redact, scheme, scrub
+from .urls import error_reason, is_network, is_webcam, redact, scheme
 
 Item = VideoFrame | AudioPacket
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -109,7 +109,7 @@ class PyAVSource(Source):
             )
         except av.error.FFmpegError as error:
             self._close_connection()
-            raise SpgimError(f"cannot open {self.name}: {scrub(_reason(error), spec)}") from None
+            raise SpgimError(f"cannot open {self.name}: {error_reason(error, spec)}") from None
         except OSError as error:  # raised through PyAV by an SRT connection (silence, peer gone)
             self._close_connection()
             raise SpgimError(f"cannot open {self.name}: {error}") from None
@@ -200,7 +200,7 @@ class PyAVSource(Source):
                     silent = time.monotonic() - last_frame
                     if self.stall_timeout is not None and silent >= self.stall_timeout:
                         raise SpgimError(f"{self.name}: stalled, no data for {silent:.1f} s") from None
-                    raise SpgimError(f"{self.name}: {scrub(_reason(error), self.spec)}") from None
+                    raise SpgimError(f"{self.name}: {error_reason(error, self.spec)}") from None
                 self.corrupt += 1  # a truncated or damaged tail: what was decoded so far is kept
                 break
             except TimeoutError:  # an SRT connection's silence (see spgim.streaming.srt)
@@ -431,11 +431,6 @@ def _read_image(path: Path) -> np.ndarray:
     if image is None:
         raise SpgimError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _reason(error: Exception) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).strip().rstrip(".")
 
 
 def _codec_name(stream: Any) -> str:

@@ -46,3 +46,12 @@ def scrub(message: str, spec: str) -> str:
     clean = message.replace(spec, redact(spec))
     userinfo = urlsplit(spec).netloc.rpartition("@")[0]
     return clean.replace(userinfo, "***") if userinfo else clean
+
+
+def error_reason(error: BaseException, spec: str) -> str:
+    """FFmpeg's (or the OS's) reason for ``error`` in one line, without ``spec``'s credentials.
+
+    The reason, not ``str(error)``: PyAV's message repeats the URL it was given, user and password included.
+    """
+    text = getattr(error, "strerror", None) or str(error)
+    return scrub(str(text).strip().rstrip("."), spec)
