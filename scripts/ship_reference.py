@@ -1,4 +1,4 @@
-"""Store a reference run's SPD and SPGM in spgim/weights (fp16, digests in reference.json).
+"""Store a reference run's SPD and SPGM in spgim/weights (fp16, digests in weights/<config>.json).
 
     .venv/bin/python scripts/ship_reference.py --run runs/reference-live [--evaluation EVAL.json]
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from spgim.reference import MANIFEST, WEIGHTS
+from spgim.reference import WEIGHTS, manifest_path
 from spgim.train.checkpoint import load_checkpoint, load_model, save_checkpoint, weights_digest
 
 NOTE = (
@@ -68,10 +68,10 @@ def main() -> None:
     }
     if args.evaluation is not None:
         manifest["evaluation"] = json.loads(args.evaluation.read_text())
-    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest_path(config).write_text(json.dumps(manifest, indent=1) + "\n")
     print(
         f"wrote {spd_path} ({spd_path.stat().st_size / 1e6:.1f} MB), {spgm_path} "
-        f"({spgm_path.stat().st_size / 1e6:.1f} MB), {MANIFEST}"
+        f"({spgm_path.stat().st_size / 1e6:.1f} MB), {manifest_path(config)}"
     )
 
 

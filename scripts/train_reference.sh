@@ -9,6 +9,10 @@
 # (/10 after 5) on the new SPD's features. The shipped pair is `train_reference.sh live R1` followed
 # by `train_reference.sh live R2 R1`.
 #
+# The tiny configuration (the paper's structure, narrow) also pre-trains its caption stage first, as
+# `spgim demo` does, and SPD starts from it (CAPTION_EPOCHS x 250 steps; 0 skips it, live's default).
+# The shipped tiny pair is `train_reference.sh tiny T1`.
+#
 # Curves: tensorboard --logdir OUT (each stage writes OUT/<stage>/tb). Scenes are 160 px, crops
 # 128 px (scale 0.75-1.5 of the scene), so objects span the sizes a 384x224 stream shows them at.
 set -euo pipefail
@@ -20,6 +24,7 @@ PYTHON=${PYTHON:-python3}
 SCENES=${SCENES:-3000}
 DATA="$OUT/data"
 [ -n "$FROM" ] && DATA="$FROM/data"
+CAPTION_EPOCHS=${CAPTION_EPOCHS:-$([ "$CONFIG" = tiny ] && echo 4 || echo 0)}
 COMMON=(--config "$CONFIG" --data "$DATA" --crop 128 --workers 1)
 
 if [ -n "$FROM" ]; then
@@ -29,7 +34,14 @@ if [ -n "$FROM" ]; then
         --init "$FROM/spgm/best.pt" --lr 5e-4 --epochs 6 --max-steps-per-epoch 250 --milestones 5 --seed 2
 fi
 [ -f "$DATA/scenes.json" ] || $SPGIM data synth --out "$OUT/data" --count "$SCENES" --size 160 --seed 1 --test-fraction 0.04
-[ -f "$OUT/spd/best.pt" ] || $SPGIM train spd "${COMMON[@]}" --out "$OUT/spd" --epochs 10 --max-steps-per-epoch 250 --milestones 8
+SPD_INIT=()
+if [ "$CAPTION_EPOCHS" -gt 0 ]; then
+    [ -f "$OUT/caption/best.pt" ] || $SPGIM train caption "${COMMON[@]}" --out "$OUT/caption" \
+        --epochs "$CAPTION_EPOCHS" --max-steps-per-epoch 250
+    SPD_INIT=(--init "$OUT/caption/best.pt")
+fi
+[ -f "$OUT/spd/best.pt" ] || $SPGIM train spd "${COMMON[@]}" "${SPD_INIT[@]}" --out "$OUT/spd" --epochs 10 \
+    --max-steps-per-epoch 250 --milestones 8
 [ -f "$OUT/spgm/best.pt" ] || $SPGIM train spgm "${COMMON[@]}" --out "$OUT/spgm" --spd "$OUT/spd/best.pt" \
     --epochs 12 --max-steps-per-epoch 250 --milestones 10
 $SPGIM export --spd "$OUT/spd/best.pt" --spgm "$OUT/spgm/best.pt" --out "$OUT/export" \

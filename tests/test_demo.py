@@ -1,4 +1,4 @@
-"""``spgim demo`` (what ``make demo`` runs), shrunk: generate, train three stages, evaluate, the live part, reuse."""
+"""``spgim demo`` (what ``make demo`` runs), shrunk: generate, fine-tune the reference pairs, evaluate, matte, reuse."""
 
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ def test_demo_trains_evaluates_and_reuses_its_checkpoints(tmp_path: Path) -> Non
     # The paper model's counted size heads the demo (the table cites Table 6 beside it).
     total = model_summary(get_config("paper"), 512, 512)["params"]["total"]
     assert f"total{total / 1e6:>15.2f}" in first.stdout
-    for stage in ("caption", "spd", "spgm"):
-        assert f"demo: trained {stage}" in first.stdout and (tmp_path / "runs" / stage / "best.pt").is_file()
+    _check_fine_tuned(tmp_path / "runs", "tiny", first.stdout)
     assert "single" in first.stdout and "multi" in first.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["whole_image"]["all"]["count"] > 0
@@ -52,7 +51,7 @@ def test_demo_trains_evaluates_and_reuses_its_checkpoints(tmp_path: Path) -> Non
     assert bench["rows"] and bench["video"][0]["frames"] == 8 and bench["video"][0]["model"] == "tiny"
     _check_live_part(tmp_path, first.stdout, bench)
     assert "demo: wall time data" in first.stdout and "live" in first.stdout.splitlines()[-1]
-    best = [tmp_path / "runs" / stage / "best.pt" for stage in ("caption", "spd", "spgm")]
+    best = [tmp_path / "runs" / stage / "best.pt" for stage in ("spd", "spgm")]
     best += [tmp_path / "live" / "runs" / stage / "best.pt" for stage in ("spd", "spgm")]
     stamps = {path: path.stat().st_mtime_ns for path in best}
     second = _demo(tmp_path)
@@ -68,20 +67,29 @@ def test_demo_trains_evaluates_and_reuses_its_checkpoints(tmp_path: Path) -> Non
         assert path.stat().st_mtime_ns == stamp
 
 
+def _check_fine_tuned(runs: Path, config: str, stdout: str) -> None:
+    """SPD and SPGM of ``config`` were fine-tuned from the shipped reference pair, not trained from scratch."""
+    from spgim.reference import reference_checkpoint
+    from spgim.train.checkpoint import load_checkpoint
+
+    label = "" if config == "tiny" else f"{config} "
+    for stage in ("spd", "spgm"):
+        assert f"demo: trained {label}{stage}" in stdout
+        payload = load_checkpoint(runs / stage / "best.pt")
+        assert payload["config"]["name"] == config
+        assert payload["extra"]["init"] == str(reference_checkpoint(stage, config))
+    assert not (runs / "caption").exists()
+
+
 def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
     """The live model's files: checkpoints, the export's stream entry, the 720p composite, quality and bench row."""
     import av
 
-    from spgim.reference import reference_checkpoint
     from spgim.runtime.artifacts import load_artifacts
-    from spgim.train.checkpoint import load_checkpoint
     from spgim.train.config import MODEL_CONFIGS
 
     live = out / "live"
-    for stage in ("spd", "spgm"):
-        assert f"demo: trained live {stage}" in stdout and (live / "runs" / stage / "best.pt").is_file()
-        # Fine-tuned from the shipped reference, not trained from scratch.
-        assert load_checkpoint(live / "runs" / stage / "best.pt")["extra"]["init"] == str(reference_checkpoint(stage))
+    _check_fine_tuned(live / "runs", "live", stdout)
     artifacts = load_artifacts(live / "export")  # the manifest, each sidecar and its size
     assert {(a.branch, a.format, a.precision) for a in artifacts} >= {
         (branch, fmt, "fp32") for branch in ("spd", "spgm") for fmt in ("onnx", "openvino", "torchscript")
