@@ -1,7 +1,7 @@
 """``spgim demo`` / ``make demo``: the main job on the embedded default, no GPU and no downloads.
 
 It generates a small set with the project's scene generator and fine-tunes the tiny configuration's
-reference SPD and SPGM (shipped in spgim/weights: caption -> SPD -> SPGM, an hour on generated scenes
+reference SPD and SPGM (shipped in spgim/weights: caption -> SPD -> SPGM, 50 minutes on generated scenes
 with ``scripts/train_reference.sh tiny``) briefly on it, prints the evaluation metrics, exports the
 pair, renders a short clip (moving objects over a photo, with music), mattes it with the best
 available backend into a composite MP4 and a ProRes 4444 foreground, with its quality against the
