@@ -126,7 +126,7 @@ class Matter:
         if backend != "auto":
             backend_record(backend)
         if backend == "auto" or precision == "auto":
-            backend, precision, self.selection = self._measured_choice(model_dir, backend, precision, options)
+            backend, precision, self.selection = self._measured_choice(model_dir, backend, precision, options, interval)
             options = BackendOptions(precision=precision, threads=threads, gpu=gpu, plugin=plugin, spinning=spinning)
         else:
             self.selection = f"{backend} {precision} as asked"
@@ -151,7 +151,7 @@ class Matter:
         )
 
     def _measured_choice(
-        self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions
+        self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions, keyframe_interval: int
     ) -> tuple[str, str, str]:
         names = [name for name, record in BACKENDS.items() if record.in_auto] if backend == "auto" else [backend]
         wanted = [(n, p) for n in names for p in (BACKENDS[n].precisions if precision == "auto" else (precision,))]
@@ -162,8 +162,8 @@ class Matter:
             raise SpgimError(f"no backend can run {model_dir} in {precision}: {why}")
         work_hw = self._ranking_size()
         ranking = rank(model_dir, self.artifacts, candidates, work_hw, options)
-        picked = ranking.choose(backend, precision)
-        return picked.backend, picked.precision, ranking.explain(picked, work_hw)
+        picked = ranking.choose(backend, precision, keyframe_interval)
+        return picked.backend, picked.precision, ranking.explain(picked, work_hw, keyframe_interval)
 
     def _ranking_size(self) -> tuple[int, int]:
         """The working size auto measures at: the export's aspect with its longer side at ``work_size``."""

@@ -1,7 +1,9 @@
 """``backend="auto"`` by measurement: time every usable backend x precision once per machine, cache the ranking.
 
 On first use of an export folder on a machine, each candidate is opened, warmed up and timed for a
-few frames at the working size; its alpha is compared with fp32's. The trials are cached next to the
+few frames at the working size, the SPD + SPGM pair and SPGM alone (what a frame between keyframes
+costs), so the choice follows the keyframe schedule the job streams with; its alpha is compared
+with fp32's. The trials are cached next to the
 model (``spgim-ranking.json``) under a key made of the export (manifest and sidecars), this machine
 (CPU model and flags, GPUs), the library versions and the working size, so a new export, another
 machine or an upgraded library measures again. A candidate that fails to open or to run is kept in
@@ -40,11 +42,15 @@ KEPT_ENTRIES = 8  # rankings of other machines/exports kept in the file, newest 
 
 @dataclass
 class Trial:
-    """One backend x precision as measured: seconds per frame, or why it could not run."""
+    """One backend x precision as measured: seconds per frame, or why it could not run.
+
+    ``seconds`` is the SPD + SPGM pair (a keyframe); ``spgm_seconds`` SPGM alone on cached features.
+    """
 
     backend: str
     precision: str
     seconds: float | None = None
+    spgm_seconds: float | None = None
     alpha_mean_diff: float | None = None  # against the first fp32 trial's alpha
     engine: str = ""
     reason: str | None = None
@@ -52,6 +58,13 @@ class Trial:
     @property
     def label(self) -> str:
         return f"{self.backend} {self.precision}"
+
+    def per_frame(self, keyframe_interval: int) -> float:
+        """Mean seconds per frame of a stream with SPD every ``keyframe_interval`` frames (0: every frame)."""
+        pair = self.seconds or 0.0
+        if keyframe_interval <= 0 or self.spgm_seconds is None:
+            return pair
+        return self.spgm_seconds + max(pair - self.spgm_seconds, 0.0) / keyframe_interval
 
 
 def ranking_key(model_dir: Path, artifacts: list[Artifact], work_hw: tuple[int, int]) -> str:
@@ -92,6 +105,12 @@ def _infer_into(backend: Any, image: np.ndarray, outputs: list[np.ndarray]) -> N
     outputs.append(backend.infer(image))
 
 
+def _run_spgm(backend: Any, image: Any, features: tuple[Any, ...]) -> None:
+    alpha = backend.run_spgm(image, features)
+    if not isinstance(alpha, np.ndarray):
+        alpha.cpu()  # a GPU tensor: the download waits for the work, as infer's does
+
+
 def _measure(
     record: BackendRecord, artifacts: list[Artifact], options: BackendOptions, image: np.ndarray
 ) -> tuple[Trial, np.ndarray | None]:
@@ -104,6 +123,10 @@ def _measure(
         # A partial, not a lambda: it lets the backend go with the call, before the collection below.
         samples = time_calls(functools.partial(_infer_into, backend, image, outputs), WARMUP_CALLS, TIMED_CALLS)
         trial.seconds = statistics.median(samples)
+        spd_input = image if backend.device == "cpu" else _on_device(image, backend.device)
+        features = tuple(backend.run_spd(spd_input))
+        samples = time_calls(functools.partial(_run_spgm, backend, spd_input, features), WARMUP_CALLS, TIMED_CALLS)
+        trial.spgm_seconds = statistics.median(samples)
         return trial, np.asarray(outputs[-1], dtype=np.float32)
     except Exception as error:  # any engine's failure at load or warm-up skips that candidate
         message = str(error).splitlines()[0] if str(error) else ""
@@ -112,6 +135,12 @@ def _measure(
     finally:
         del backend
         gc.collect()  # sessions of large models hold gigabytes: free one before opening the next
+
+
+def _on_device(image: np.ndarray, device: str) -> Any:
+    import torch
+
+    return torch.from_numpy(image).to(device)
 
 
 def measure_candidates(
@@ -156,9 +185,10 @@ class Ranking:
     cache: Path | None
     reused: bool
 
-    def choose(self, backend: str, precision: str) -> Trial:
+    def choose(self, backend: str, precision: str, keyframe_interval: int = 0) -> Trial:
         """The fastest trial matching ``backend`` (a name or ``"auto"``) and ``precision`` (a name or ``"auto"``).
 
+        Fastest per frame of a stream with SPD every ``keyframe_interval`` frames (0: SPD on every frame).
         ``precision="auto"`` accepts fp32 and any reduced precision whose alpha mean difference from fp32
         is at most :data:`AUTO_PRECISION_TOLERANCE`.
         """
@@ -175,17 +205,20 @@ class Ranking:
         if not fits:
             reasons = "; ".join(f"{t.label}: {t.reason}" for t in self.trials if t.reason) or "nothing to measure"
             raise SpgimError(f"no backend ran {backend} in {precision} on this machine: {reasons}")
-        return min(fits, key=lambda t: t.seconds or 0.0)
+        return min(fits, key=lambda t: t.per_frame(keyframe_interval))
 
-    def explain(self, picked: Trial, work_hw: tuple[int, int]) -> str:
+    def explain(self, picked: Trial, work_hw: tuple[int, int], keyframe_interval: int = 0) -> str:
         """One line: what was picked, why, the others' times, and the skipped ones' reasons."""
-        ran = sorted((t for t in self.trials if t.seconds is not None), key=lambda t: t.seconds or 0.0)
-        others = ", ".join(f"{t.label} {1e3 * (t.seconds or 0):.0f} ms" for t in ran if t is not picked)
+        ran = sorted((t for t in self.trials if t.seconds is not None), key=lambda t: t.per_frame(keyframe_interval))
+        others = ", ".join(
+            f"{t.label} {1e3 * t.per_frame(keyframe_interval):.0f} ms" for t in ran if t is not picked
+        )
+        schedule = f", SPD every {keyframe_interval} frames" if keyframe_interval > 0 else ""
         skipped = "; ".join(f"{t.label} ({t.reason})" for t in self.trials if t.reason)
         where = f"{'reused' if self.reused else 'measured, cached in'} {self.cache}" if self.cache else "not cached"
         return (
-            f"auto picked {picked.label} ({picked.engine}): fastest at {work_hw[1]}x{work_hw[0]}, "
-            f"{1e3 * (picked.seconds or 0):.0f} ms/frame"
+            f"auto picked {picked.label} ({picked.engine}): fastest at {work_hw[1]}x{work_hw[0]}{schedule}, "
+            f"{1e3 * picked.per_frame(keyframe_interval):.0f} ms/frame"
             + (f"; others: {others}" if others else "")
             + (f"; skipped: {skipped}" if skipped else "")
             + f"; ranking {where}"

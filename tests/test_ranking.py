@@ -54,6 +54,7 @@ def test_ranking_is_cached_reused_and_invalidated(
     (entry,) = cache["entries"].values()
     assert entry["work_hw"] == [128, 128] and entry["machine"]["cpu"]["flags"]["avx2"] in (True, False)
     timed = {t["backend"]: t["seconds"] for t in entry["trials"] if t["seconds"] is not None}
+    assert all(t["spgm_seconds"] > 0 for t in entry["trials"] if t["seconds"] is not None)
     assert first.backend_name.startswith(min(timed, key=lambda name: timed[name]))
     assert "measured, cached in" in first.selection
 
@@ -123,6 +124,24 @@ def test_choose_takes_the_fastest_within_the_precision_rule() -> None:
     assert "skipped: openvino fp32 (openvino is not installed)" in line
     with pytest.raises(SpgimError, match="no backend ran openvino in fp32"):
         table.choose("openvino", "fp32")
+
+
+def test_choose_follows_the_keyframe_schedule() -> None:
+    # The live export's figures at 320x192 on this machine's kind: OpenVINO's pair is faster, ONNX Runtime's
+    # SPGM alone is, and between keyframes only SPGM runs.
+    trials = [
+        Trial("openvino", "fp32", seconds=0.0366, spgm_seconds=0.030, alpha_mean_diff=0.0, engine="ov"),
+        Trial("onnxruntime", "fp32", seconds=0.0451, spgm_seconds=0.020, alpha_mean_diff=1e-7, engine="ort"),
+        Trial("torchscript", "fp32", seconds=0.0400, alpha_mean_diff=1e-7, engine="ts"),  # an older cache: pair only
+    ]
+    table = Ranking(trials, cache=None, reused=False)
+    assert table.choose("auto", "fp32").label == "openvino fp32"
+    assert table.choose("auto", "fp32", keyframe_interval=8).label == "onnxruntime fp32"
+    assert trials[1].per_frame(8) == pytest.approx(0.020 + 0.0251 / 8)
+    assert trials[2].per_frame(8) == pytest.approx(0.040)
+    line = table.explain(table.choose("auto", "fp32", 8), (192, 320), 8)
+    assert line.startswith("auto picked onnxruntime fp32 (ort): fastest at 320x192, SPD every 8 frames, 23 ms/frame")
+    assert "others: openvino fp32 31 ms, torchscript fp32 40 ms" in line
 
 
 def test_precision_auto_measures_every_precision_and_keeps_alpha_close(
