@@ -210,9 +210,7 @@ class Ranking:
     def explain(self, picked: Trial, work_hw: tuple[int, int], keyframe_interval: int = 0) -> str:
         """One line: what was picked, why, the others' times, and the skipped ones' reasons."""
         ran = sorted((t for t in self.trials if t.seconds is not None), key=lambda t: t.per_frame(keyframe_interval))
-        others = ", ".join(
-            f"{t.label} {1e3 * t.per_frame(keyframe_interval):.0f} ms" for t in ran if t is not picked
-        )
+        others = ", ".join(f"{t.label} {1e3 * t.per_frame(keyframe_interval):.0f} ms" for t in ran if t is not picked)
         schedule = f", SPD every {keyframe_interval} frames" if keyframe_interval > 0 else ""
         skipped = "; ".join(f"{t.label} ({t.reason})" for t in self.trials if t.reason)
         where = f"{'reused' if self.reused else 'measured, cached in'} {self.cache}" if self.cache else "not cached"
