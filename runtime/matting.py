@@ -21,7 +21,7 @@ from spgim.errors import SpgimError
 
 from .artifacts import check_size, load_artifacts
 from .device_frames import matte_on_device
-from .keyframes import KeyframePolicy, KeyframeScheduler
+from .keyframes import KEYFRAME_RAMP, KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
@@ -31,9 +31,10 @@ DEFAULT_WORK_SIZE = 512
 
 
 def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
-    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma``, ``smoothing``.
+    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma``, ``smoothing``,
+    ``keyframe_ramp``.
 
-    Absent entries are 512, 0, 1.0 and 0.
+    Absent entries are 512, 0, 1.0, 0 and :data:`~.keyframes.KEYFRAME_RAMP`.
     """
     recorded = spgm_sidecar.get("stream") or {}
     return {
@@ -41,6 +42,7 @@ def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
         "keyframe_interval": int(recorded.get("keyframe_interval", 0)),
         "guide_sigma": float(recorded.get("guide_sigma", 1.0)),
         "smoothing": float(recorded.get("smoothing", 0.0)),
+        "keyframe_ramp": int(recorded.get("keyframe_ramp", KEYFRAME_RAMP)),
     }
 
 
@@ -87,6 +89,8 @@ class Matter:
         spinning: let ONNX Runtime's idle threads spin (faster alone, slower beside decode/encode threads).
         smoothing: motion-gated temporal smoothing of the alpha in [0, 1) (see
             :class:`spgim.runtime.keyframes.KeyframePolicy`); None takes the export's (0: off).
+        keyframe_ramp: frames over which a keyframe's correction is phased in (see
+            :class:`spgim.runtime.keyframes.KeyframePolicy`); None takes the export's (default 4); 0 switches at once.
 
     Attributes:
         backend_name: which engine and precision runs.
@@ -110,6 +114,7 @@ class Matter:
         plugin: str | Path | None = None,
         spinning: bool = True,
         smoothing: float | None = None,
+        keyframe_ramp: int | None = None,
     ) -> None:
         self.artifacts = load_artifacts(model_dir)
         any_spgm = next((a for a in self.artifacts if a.branch == "spgm"), None)
@@ -139,7 +144,12 @@ class Matter:
         smoothing = defaults["smoothing"] if smoothing is None else smoothing
         if not 0.0 <= smoothing < 1.0:
             raise SpgimError(f"smoothing must be at least 0 and below 1, got {smoothing}")
-        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing)
+        ramp = defaults["keyframe_ramp"] if keyframe_ramp is None else keyframe_ramp
+        if ramp < 0:
+            raise SpgimError(f"keyframe ramp must be 0 (switch at once) or more frames, got {ramp}")
+        policy = KeyframePolicy(
+            interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing, ramp=ramp
+        )
         self.scheduler = KeyframeScheduler(self.backend, policy)
         self.keyframe_interval = interval
         graph = upsampler_artifact(self.artifacts, self.spgm_artifact)

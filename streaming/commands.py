@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         work_size=args.work_size,
         keyframe_interval=args.keyframe_interval,
         smoothing=args.smoothing,
+        keyframe_ramp=args.keyframe_ramp,
         upsampling=args.upsample,
         backend=args.backend,
         precision=args.precision,
@@ -112,6 +113,13 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="temporal smoothing of the alpha where the frame is still: S x the previous alpha + (1 - S) x the new "
         "one, 0 <= S < 1 (default: the export's, 0 = off; lowers flicker, lags still edges slightly)",
+    )
+    parser.add_argument(
+        "--keyframe-ramp",
+        type=int,
+        metavar="R",
+        help="phase a keyframe's correction in over R frames instead of switching at once (one more SPGM run per "
+        "keyframe; default: the export's, 4; 0 = switch at once)",
     )
     parser.add_argument(
         "--upsample",

@@ -108,6 +108,7 @@ def matte_video(
     work_size: int | None = None,
     keyframe_interval: int | None = None,
     smoothing: float | None = None,
+    keyframe_ramp: int | None = None,
     upsampling: str = "auto",
     backend: str = "auto",
     precision: str = "fp32",
@@ -137,7 +138,7 @@ def matte_video(
             live (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
         preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
-        work_size, keyframe_interval, smoothing, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the
+        work_size, keyframe_interval, smoothing, keyframe_ramp, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the
             export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
@@ -179,6 +180,7 @@ def matte_video(
             work_size=work_size,
             keyframe_interval=keyframe_interval,
             smoothing=smoothing,
+            keyframe_ramp=keyframe_ramp,
             upsampling=upsampling,
             threads=threads,
             spinning=False,

@@ -23,6 +23,19 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_tiny(tmp_path_factory.mktemp("keyframes"), formats="torchscript,onnx,openvino", precision="fp32,fp16")
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped tiny reference pair in ONNX: unlike random weights, its SPGM follows its guide."""
+    from model_pairs import export_pair
+
+    from spgim.reference import reference_checkpoint
+
+    folder = tmp_path_factory.mktemp("trained")
+    for branch in ("spd", "spgm"):
+        (folder / f"{branch}.pt").symlink_to(reference_checkpoint(branch, "tiny"))
+    return export_pair(folder, folder / "model", "--formats", "onnx", "--height", "128", "--width", "128", "--dynamic")
+
+
 def _scene(seed: int, frames: int, height: int = 96, width: int = 160) -> np.ndarray:
     """A still background (large blotches of colour, fine noise) with a bright disc moving two pixels a frame."""
     rng = np.random.default_rng(seed)
@@ -142,6 +155,39 @@ def test_matter_refuses_smoothing_outside_its_range(folder: Path) -> None:
 
     with pytest.raises(SpgimError, match="smoothing must be at least 0 and below 1"):
         Matter(folder, backend="onnxruntime", smoothing=1.0)
+    with pytest.raises(SpgimError, match="keyframe ramp must be 0 .* got -1"):
+        Matter(folder, backend="onnxruntime", keyframe_interval=4, keyframe_ramp=-1)
+    with pytest.raises(SpgimError, match="keyframe interval must be 0 .* got -1"):
+        Matter(folder, backend="onnxruntime", keyframe_interval=-1)
+
+
+def test_a_keyframes_correction_is_phased_in(trained: Path) -> None:
+    images = _working_images(_scene(0, 7))
+    backend = _backend(trained)
+    hard = KeyframeScheduler(backend, KeyframePolicy(interval=4))
+    drifting = KeyframeScheduler(backend, KeyframePolicy(interval=100))  # propagation only after frame 0
+    counting = CountingBackend(backend)
+    ramped = KeyframeScheduler(counting, KeyframePolicy(interval=4, ramp=2))
+    switched = [hard(images[i : i + 1]) for i in range(7)]
+    propagated = [drifting(images[i : i + 1]) for i in range(7)]
+    out = [ramped(images[i : i + 1]) for i in range(7)]
+    assert ramped.stats.keyframes == [0, 4]
+    assert counting.seen == 8  # SPGM on every frame, and once more at frame 4 as propagation would have run it
+    for i in range(4):
+        np.testing.assert_array_equal(out[i], switched[i])
+    assert np.abs(switched[4] - propagated[4]).max() > 0.01  # the keyframe does correct something
+    # Halfway from propagation's alpha to the keyframe's at frame 4, then the keyframed stream's own alpha:
+    # the guide carried forward is the corrected alpha.
+    np.testing.assert_allclose(out[4], 0.5 * (propagated[4] + switched[4]), atol=1e-6)
+    np.testing.assert_allclose(out[5], switched[5], atol=1e-6)
+    np.testing.assert_allclose(out[6], switched[6], atol=1e-6)
+    # A scene cut switches at once: nothing from before the cut is phased in.
+    clip = _working_images(np.concatenate([_scene(0, 7), _scene(1, 5)]))
+    cut_counting = CountingBackend(backend)
+    at_cut = KeyframeScheduler(cut_counting, KeyframePolicy(interval=100, ramp=4))
+    plain = KeyframeScheduler(backend, KeyframePolicy(interval=100))
+    np.testing.assert_array_equal(at_cut(clip), plain(clip))
+    assert at_cut.stats.cuts == [7] and cut_counting.seen == 12
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.0])
@@ -230,7 +276,8 @@ def test_matte_command_keyframes_and_says_so(folder: Path, tmp_path: Path, capsy
     clip = make_clip(tmp_path / "clip.mp4", size=(160, 96), frames=10).path
     out = tmp_path / "out.mp4"
     argv = ["matte", str(clip), "--model", str(folder), "--output", str(out), "--backend", "onnxruntime"]
-    argv += ["--keyframe-interval", "4", "--work-size", "128", "--upsample", "guided", "--preset", "ultrafast"]
+    argv += ["--keyframe-interval", "4", "--keyframe-ramp", "2", "--work-size", "128", "--upsample", "guided"]
+    argv += ["--preset", "ultrafast"]
     assert main(argv) == 0
     assert "SPD on 3 keyframes (interval 4)" in capsys.readouterr().err
     with av.open(str(out)) as container:

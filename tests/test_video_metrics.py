@@ -165,6 +165,7 @@ def test_eval_truth_with_another_frame_count_or_size_fails_in_one_line(
         [],  # neither
         ["--prediction", "missing.mkv"],
         ["--prediction", "a.mkv", "--spd", "spd.pt"],
+        ["--model", "model", "--keyframe-ramp", "two"],
     ],
 )
 def test_eval_bad_arguments_fail_in_one_line(

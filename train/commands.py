@@ -105,6 +105,7 @@ def _add_video_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--keyframe-interval", metavar="K", help="SPD every K frames for --model (default: the export's)"
     )
     video.add_argument("--smoothing", metavar="S", help="temporal smoothing for --model, as spgim matte's")
+    video.add_argument("--keyframe-ramp", metavar="R", help="keyframe ramp for --model, as spgim matte's")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -149,6 +150,11 @@ def _eval_video(args: argparse.Namespace) -> int:
             else _option("--keyframe-interval", args.keyframe_interval, int, "a whole number of frames")
         )
         smoothing = None if args.smoothing is None else _option("--smoothing", args.smoothing, float, "a number")
+        ramp = (
+            None
+            if args.keyframe_ramp is None
+            else _option("--keyframe-ramp", args.keyframe_ramp, int, "a whole number of frames")
+        )
         # The one place train reaches up to streaming: scoring a model on a clip means matting it exactly as
         # `spgim matte` does. Imported here so that `spgim --help` and training never load the runtime.
         from spgim.streaming.job import matte_video
@@ -167,6 +173,7 @@ def _eval_video(args: argparse.Namespace) -> int:
                 work_size=work_size,
                 keyframe_interval=interval,
                 smoothing=smoothing,
+                keyframe_ramp=ramp,
                 progress=False,
                 log=log,
             )
