@@ -138,8 +138,8 @@ def matte_video(
             live (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
         background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
         preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
-        work_size, keyframe_interval, smoothing, keyframe_ramp, upsampling: see :class:`spgim.runtime.matting.Matter` (None: the
-            export's).
+        work_size, keyframe_interval, smoothing, keyframe_ramp, upsampling: see
+            :class:`spgim.runtime.matting.Matter` (None: the export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
         max_reconnects, stall_timeout: live network sources are reopened with back-off when they drop, end,

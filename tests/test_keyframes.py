@@ -155,9 +155,9 @@ def test_matter_refuses_smoothing_outside_its_range(folder: Path) -> None:
 
     with pytest.raises(SpgimError, match="smoothing must be at least 0 and below 1"):
         Matter(folder, backend="onnxruntime", smoothing=1.0)
-    with pytest.raises(SpgimError, match="keyframe ramp must be 0 .* got -1"):
+    with pytest.raises(SpgimError, match=r"keyframe ramp must be 0 .* got -1"):
         Matter(folder, backend="onnxruntime", keyframe_interval=4, keyframe_ramp=-1)
-    with pytest.raises(SpgimError, match="keyframe interval must be 0 .* got -1"):
+    with pytest.raises(SpgimError, match=r"keyframe interval must be 0 .* got -1"):
         Matter(folder, backend="onnxruntime", keyframe_interval=-1)
 
 
