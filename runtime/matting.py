@@ -147,9 +147,7 @@ class Matter:
         ramp = defaults["keyframe_ramp"] if keyframe_ramp is None else keyframe_ramp
         if ramp < 0:
             raise SpgimError(f"keyframe ramp must be 0 (switch at once) or more frames, got {ramp}")
-        policy = KeyframePolicy(
-            interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing, ramp=ramp
-        )
+        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing, ramp=ramp)
         self.scheduler = KeyframeScheduler(self.backend, policy)
         self.keyframe_interval = interval
         graph = upsampler_artifact(self.artifacts, self.spgm_artifact)
