@@ -28,6 +28,7 @@ def video_bench(
     precision: str,
     work_size: int | None = None,
     keyframe_interval: int | None = None,
+    keyframe_ramp: int | None = None,
     threads: int = 0,
     warmup: int = 2,
     iters: int = 10,
@@ -44,6 +45,7 @@ def video_bench(
         precision=precision,
         work_size=work_size,
         keyframe_interval=keyframe_interval,
+        keyframe_ramp=keyframe_ramp,
         threads=threads,
         spinning=False,
     )
@@ -74,6 +76,7 @@ def video_bench(
         "engine": matter.backend_name,
         "precision": precision,
         "keyframe_interval": interval,
+        "keyframe_ramp": min(matter.scheduler.policy.ramp, interval),
         "model_fps": model_fps,
         "end_to_end_fps": result.fps,
         "ratio": result.fps / model_fps,

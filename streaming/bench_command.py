@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
                 precision=row["precision"],
                 work_size=args.work_size,
                 keyframe_interval=args.keyframe_interval,
+                keyframe_ramp=args.keyframe_ramp,
                 threads=args.threads,
                 warmup=args.warmup,
                 iters=args.iters,
@@ -87,6 +88,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--work-size", type=int, help="--video: longer side the model sees (default: the export's)")
     parser.add_argument(
         "--keyframe-interval", type=int, metavar="K", help="--video: SPD every K frames (default: the export's)"
+    )
+    parser.add_argument(
+        "--keyframe-ramp",
+        type=int,
+        metavar="R",
+        help="--video: phase keyframes in over R frames (default: the export's)",
     )
     parser.add_argument("--video-duration", type=float, help="--video: only the first this many seconds")
     parser.add_argument("--json", type=Path, help="write the report here")

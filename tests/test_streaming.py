@@ -240,8 +240,10 @@ def test_bench_video_adds_end_to_end_rows(model: Path, tmp_path: Path) -> None:
     write_clip(clip, frames=6, audio=True)
     argv = ["bench", "--model", str(model), "--backend", "onnxruntime", "--precision", "fp32", "--size", "64x64"]
     argv += ["--warmup", "0", "--iters", "1", "--video", str(clip), "--work-size", "128"]
+    argv += ["--keyframe-interval", "3", "--keyframe-ramp", "5"]
     assert main([*argv, "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]) == 0
     video = json.loads((tmp_path / "b.json").read_text())["video"]
     assert len(video) == 1 and video[0]["frames"] == 6 and video[0]["work_size"] == [96, 64]
+    assert (video[0]["keyframe_interval"], video[0]["keyframe_ramp"]) == (3, 3)  # the ramp is capped at K
     assert video[0]["ratio"] == pytest.approx(video[0]["end_to_end_fps"] / video[0]["model_fps"])
     assert (tmp_path / "b.png").stat().st_size > 0
