@@ -136,3 +136,29 @@ def test_clamp_unit_passes_the_gradient_in_training_only() -> None:
         assert torch.equal(out.detach(), torch.tensor([0.0, 0.3, 1.0]))
         ((out - target) ** 2).sum().backward()
         assert x.grad is not None and torch.allclose(x.grad, torch.tensor(expected)), (training, x.grad)
+
+
+def test_tst_probe_measures_rows_and_replaces_the_retrieval() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "tst_probe.py"
+    spec = importlib.util.spec_from_file_location("tst_probe", path)
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    torch.manual_seed(0)
+    q, v = torch.randn(2, 12, 8), torch.randn(2, 16, 5)
+    k = torch.randn(2, 16, 8)
+    flat = probe.RowStatistics()
+    retrieved = flat(q, k, v, 0.0)  # scale 0: every row uniform
+    torch.testing.assert_close(retrieved, probe.uniform_rows(q, k, v, 0.0))
+    stage = flat.means()["16"]
+    assert stage["entropy_over_log_m"] == pytest.approx(1.0) and stage["peak_times_m"] == pytest.approx(1.0)
+    assert stage["retrieved_spread"] == pytest.approx(0.0, abs=1e-6)
+    sharp = probe.RowStatistics()
+    keys = torch.eye(16, 8).expand(2, 16, 8) * 100.0
+    sharp(keys[:, :8], keys, v, 1.0)  # each query matches one key: one-hot rows
+    stage = sharp.means()["16"]
+    assert stage["entropy_over_log_m"] < 0.01 and stage["peak_times_m"] == pytest.approx(16.0, rel=1e-3)
+    assert probe.no_retrieval(q, k, v, 1.0).abs().sum() == 0 and probe.no_retrieval(q, k, v, 1.0).shape == (2, 12, 5)
