@@ -5,8 +5,9 @@ few frames at the working size, the SPD + SPGM pair and SPGM alone (what a frame
 costs), so the choice follows the keyframe schedule the job streams with; its alpha is compared
 with fp32's. The trials are cached next to the
 model (``spgim-ranking.json``) under a key made of the export (manifest and sidecars), this machine
-(CPU model and flags, GPUs), the library versions and the working size, so a new export, another
-machine or an upgraded library measures again. A candidate that fails to open or to run is kept in
+(CPU model and flags, GPUs), the library versions, the working size and the threading asked for (a
+file job's engines do not spin their idle threads, which changes who is fastest), so a new export,
+another machine or an upgraded library measures again. A candidate that fails to open or to run is kept in
 the cache with its reason and skipped.
 """
 
@@ -35,8 +36,11 @@ from .timing import time_calls
 RANKING_FILE = "spgim-ranking.json"
 # --precision auto keeps a reduced precision only if its alpha stays this close to fp32's (mean abs).
 AUTO_PRECISION_TOLERANCE = 5e-3
-WARMUP_CALLS = 1
+# ONNX Runtime's first calls on a session run up to 2x slow (live export, 320x192, SPGM alone: 10.9, 17.5,
+# 11.8 ms, then 7-8); one warm-up call ranked it behind OpenVINO, which is slower from the third call on.
+WARMUP_CALLS = 2
 TIMED_CALLS = 3
+SPGM_TIMED_CALLS = 5  # SPGM alone is the cheaper call and, keyframed, most of a frame
 KEPT_ENTRIES = 8  # rankings of other machines/exports kept in the file, newest first
 
 
@@ -67,13 +71,23 @@ class Trial:
         return self.spgm_seconds + max(pair - self.spgm_seconds, 0.0) / keyframe_interval
 
 
-def ranking_key(model_dir: Path, artifacts: list[Artifact], work_hw: tuple[int, int]) -> str:
-    """A digest of what decides the ranking: the export, this machine, the library versions, the working size."""
+def ranking_key(
+    model_dir: Path, artifacts: list[Artifact], work_hw: tuple[int, int], options: BackendOptions | None = None
+) -> str:
+    """A digest of what decides the ranking: the export, this machine, the library versions, the working size,
+    and the CPU threading asked for (thread count, spinning idle threads)."""
     sidecars = [a.path.with_name(a.path.name + ".json").read_bytes() for a in artifacts]
     digest = hashlib.sha256((model_dir / MANIFEST).read_bytes())
     for sidecar in sidecars:
         digest.update(hashlib.sha256(sidecar).digest())
-    facts = {"cpu": cpu_facts(), "gpus": gpu_names(), "libraries": library_versions(), "work_hw": list(work_hw)}
+    facts: dict[str, Any] = {
+        "cpu": cpu_facts(),
+        "gpus": gpu_names(),
+        "libraries": library_versions(),
+        "work_hw": list(work_hw),
+    }
+    if options is not None:
+        facts["threading"] = {"threads": options.threads, "spinning": options.spinning}
     digest.update(json.dumps(facts, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
@@ -125,7 +139,8 @@ def _measure(
         trial.seconds = statistics.median(samples)
         spd_input = image if backend.device == "cpu" else _on_device(image, backend.device)
         features = tuple(backend.run_spd(spd_input))
-        samples = time_calls(functools.partial(_run_spgm, backend, spd_input, features), WARMUP_CALLS, TIMED_CALLS)
+        run_spgm = functools.partial(_run_spgm, backend, spd_input, features)
+        samples = time_calls(run_spgm, WARMUP_CALLS, SPGM_TIMED_CALLS)
         trial.spgm_seconds = statistics.median(samples)
         return trial, np.asarray(outputs[-1], dtype=np.float32)
     except Exception as error:  # any engine's failure at load or warm-up skips that candidate
@@ -232,7 +247,7 @@ def rank(
 ) -> Ranking:
     """The cached trials for this export, machine and working size, measuring the candidates not yet in the cache."""
     folder = Path(model_dir)
-    key = ranking_key(folder, artifacts, work_hw)
+    key = ranking_key(folder, artifacts, work_hw, options)
     path = folder / RANKING_FILE
     entry = _read_cache(path)["entries"].get(key)
     try:

@@ -62,13 +62,17 @@ def test_ranking_is_cached_reused_and_invalidated(
     assert len(calls) == 1 and "reused" in second.selection
     assert second.backend_name == first.backend_name
 
-    # Another working size, other library versions, a new export: each measures again.
+    # Another working size, other threading, other library versions, a new export: each measures again.
     Matter(model, work_size=96)
     assert len(calls) == 2
+    Matter(model, work_size=96, spinning=False)
+    assert len(calls) == 3
+    Matter(model, work_size=96, spinning=False)
+    assert len(calls) == 3
     versions = {**ranking.library_versions(), "onnxruntime": "0.0.1"}
     monkeypatch.setattr(ranking, "library_versions", lambda: versions)
     Matter(model, work_size=128)
-    assert len(calls) == 3
+    assert len(calls) == 4
     monkeypatch.undo()
     calls = _count_measurements(monkeypatch)
     Matter(model, work_size=128)
