@@ -2,13 +2,12 @@
 
 On first use of an export folder on a machine, each candidate is opened, warmed up and timed for a
 few frames at the working size, the SPD + SPGM pair and SPGM alone (what a frame between keyframes
-costs), so the choice follows the keyframe schedule the job streams with; its alpha is compared
-with fp32's. The trials are cached next to the
-model (``spgim-ranking.json``) under a key made of the export (manifest and sidecars), this machine
-(CPU model and flags, GPUs), the library versions, the working size and the threading asked for (a
-file job's engines do not spin their idle threads, which changes who is fastest), so a new export,
-another machine or an upgraded library measures again. A candidate that fails to open or to run is kept in
-the cache with its reason and skipped.
+costs), so the choice follows the keyframe schedule the job streams with; its alpha is compared with
+fp32's. The trials are cached next to the model (``spgim-ranking.json``) under a key made of the
+export (manifest and sidecars), this machine (CPU model and flags, GPUs), the library versions, the
+working size and the threading asked for (a file job's engines do not spin their idle threads, which
+changes who is fastest), so a new export, another machine or an upgraded library measures again. A
+candidate that fails to open or to run is kept in the cache with its reason and skipped.
 """
 
 from __future__ import annotations
