@@ -49,6 +49,7 @@ class MatteResult:
     error: str | None = None
     keyframe_interval: int = 0
     keyframes: int | None = None  # frames SPD ran on, when a keyframe interval is set
+    keyframe_ramp: int = 0  # frames a keyframe's correction is phased in over (0: switched at once)
     startup_s: float | None = None  # call to first frame written (model loading, opening the source included)
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -66,7 +67,8 @@ class MatteResult:
             f"{self.fps:.2f} fps, {self.wall_s:.1f} s wall, backend {self.backend}"
         )
         if self.keyframe_interval and self.keyframes is not None:
-            line += f", SPD on {self.keyframes} keyframes (interval {self.keyframe_interval})"
+            ramp = f", ramp {self.keyframe_ramp}" if self.keyframe_ramp > 1 else ""
+            line += f", SPD on {self.keyframes} keyframes (interval {self.keyframe_interval}{ramp})"
         if self.live and self.latency_p50_s is not None and self.latency_p90_s is not None:
             line += f", latency p50 {self.latency_p50_s * 1e3:.0f} ms p90 {self.latency_p90_s * 1e3:.0f} ms"
             line += f", {self.reconnects} reconnects"
@@ -286,6 +288,7 @@ def matte_video(
     )
     if scheduler is not None:
         result.keyframe_interval = scheduler.policy.interval
+        result.keyframe_ramp = min(scheduler.policy.ramp, scheduler.policy.interval)
         result.keyframes = len(scheduler.stats.keyframes)
     if error is not None:
         log(f"{result.frames_out} frames written before the error; outputs finalised")

@@ -279,7 +279,7 @@ def test_matte_command_keyframes_and_says_so(folder: Path, tmp_path: Path, capsy
     argv += ["--keyframe-interval", "4", "--keyframe-ramp", "2", "--work-size", "128", "--upsample", "guided"]
     argv += ["--preset", "ultrafast"]
     assert main(argv) == 0
-    assert "SPD on 3 keyframes (interval 4)" in capsys.readouterr().err
+    assert "SPD on 3 keyframes (interval 4, ramp 2)" in capsys.readouterr().err
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 10
     bad = ["matte", str(clip), "--model", str(folder), "--output", str(tmp_path / "b.mp4"), "--preset", "warp"]
