@@ -211,7 +211,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{video['engine']} {video['precision']} on {Path(video['clip']).name} ({video['frames']} frames, "
             f"{video['size'][0]}x{video['size'][1]} -> {video['work_size'][0]}x{video['work_size'][1]}): "
             f"end-to-end {video['end_to_end_fps']:.2f} fps vs model-only {video['model_fps']:.2f} fps, "
-            f"ratio {video['ratio']:.2f}"
+            f"ratio {video['ratio']:.2f}; keyframe interval {video['keyframe_interval']}, "
+            f"upsampling {video.get('upsampling', 'bilinear')}"
         )
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from .keyframes import KEYFRAME_RAMP, KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
-from .upsampling import choose_upsampling, open_upsampler, upsampler_artifact
+from .upsampling import choose_upsampling, cv2_guided_upsampler, open_upsampler, upsampler_artifact
 
 DEFAULT_WORK_SIZE = 512
 
@@ -80,8 +80,9 @@ class Matter:
             SPD's cached features and the previous alpha as its guide; 0 runs SPD on every frame; None
             takes the export's (``live``: 8; others 0). Frames must then come in stream order.
         upsampling: how the alpha reaches the frame's size: ``"guided"`` (the export's upsample graph on the
-            backend's engine, see :mod:`.upsampling`), ``"bilinear"``, or ``"auto"``: guided on a GPU, bilinear
-            on the CPU (where the graph costs more than a live frame's budget).
+            backend's engine, see :mod:`.upsampling`), ``"guided-cv2"`` (the same filter in OpenCV, CPU only),
+            ``"bilinear"``, or ``"auto"``: the graph on a GPU, guided-cv2 on the CPU (where the graph costs more
+            than a live frame's budget); bilinear for an export without an upsample graph.
         threads: CPU threads for the CPU engines (0: their default, one per physical core).
         gpu: CUDA device index for the GPU backends.
         plugin: the TST attention plugin library for engines (default: looked up, see
@@ -152,11 +153,11 @@ class Matter:
         self.keyframe_interval = interval
         graph = upsampler_artifact(self.artifacts, self.spgm_artifact)
         self.upsampling = choose_upsampling(upsampling, self.device, graph)
-        self.upsampler = (
-            open_upsampler(graph, device=self.device, threads=threads)
-            if self.upsampling == "guided" and graph is not None
-            else None
-        )
+        self.upsampler = None
+        if graph is not None and self.upsampling == "guided":
+            self.upsampler = open_upsampler(graph, device=self.device, threads=threads)
+        elif graph is not None and self.upsampling == "guided-cv2":
+            self.upsampler = cv2_guided_upsampler(graph)
 
     def _measured_choice(
         self, model_dir: str | Path, backend: str, precision: str, options: BackendOptions, keyframe_interval: int

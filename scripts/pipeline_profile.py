@@ -3,11 +3,12 @@
 Each stage runs alone over the clip's first ``--frames`` frames and reports wall and CPU milliseconds per frame
 (CPU time counts every thread of the process, so on two cores a 30 frames/s job has 66 ms of it per frame):
 decode (PyAV, frame threads, to RGB), preprocess (resize to the working size, to float NCHW), model (SPD+SPGM
-through the keyframe schedule, as ``spgim matte`` runs it), upsample (the alpha to the frame's size), composite
-(cv2 blend on uint8), encode (libx264 at each ``--presets``, from RGB, as the job writes). Then the whole job
-(``spgim matte`` on the clip, its four threads overlapping) gives the frames per second that count.
-Beside them, the choices behind the job's defaults against their alternatives: shrinking by halvings vs
-one area resize, the guided upsample graph on one thread vs bilinear, RGB to I420 by OpenCV vs swscale.
+through the keyframe schedule, as ``spgim matte`` runs it), upsample (the alpha to the frame's size as the job
+does it: the guided filter in OpenCV where the export has the graph), composite (cv2 blend on uint8), encode
+(libx264 at each ``--presets``, from RGB, as the job writes). Then the whole job (``spgim matte`` on the clip,
+its four threads overlapping) gives the frames per second that count. Beside them, the choices behind the
+job's defaults against their alternatives: shrinking by halvings vs one area resize, the guided filter in
+OpenCV vs bilinear and vs the upsample graph on one thread, RGB to I420 by OpenCV vs swscale.
 
     .venv/bin/python scripts/pipeline_profile.py --model /tmp/live/model --clip cockatoo.mp4 --json profile.json
 """
@@ -31,7 +32,7 @@ import numpy as np
 
 from spgim.runtime.machine import flags_line, machine_facts
 from spgim.runtime.matting import Matter, shrink, working_size
-from spgim.runtime.upsampling import open_upsampler, upsampler_artifact
+from spgim.runtime.upsampling import cv2_guided_upsampler, open_upsampler, upsampler_artifact
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video
@@ -117,14 +118,26 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     alphas: list[np.ndarray] = []
     stages["model"] = _measure(lambda: len([alphas.append(matter.scheduler(image)) for image in images]))
     full: list[np.ndarray] = []
-    stages["upsample_bilinear"] = _measure(
-        lambda: len([full.append(cv2.resize(a[0, 0], (width, height), interpolation=cv2.INTER_LINEAR)) for a in alphas])
-    )
+
+    def bilinear(into: list[np.ndarray]) -> int:
+        for a in alphas:
+            into.append(cv2.resize(a[0, 0], (width, height), interpolation=cv2.INTER_LINEAR))
+        return len(alphas)
+
     upsample = upsampler_artifact(matter.artifacts, matter.spgm_artifact)
-    if upsample is not None:
+    if upsample is None:
+        stages["upsample_bilinear"] = _measure(lambda: bilinear([]))
+        bilinear(full)
+    else:
+        filtered = cv2_guided_upsampler(upsample)
+        triples = list(zip(alphas, images, frames, strict=True))
+        # Timed without keeping the outputs (as the job, which frees each alpha after its composite), then kept.
+        stages["upsample_guided_cv2"] = _measure(lambda: len([filtered(a, image, f[None]) for a, image, f in triples]))
+        full.extend(filtered(a, image, f[None])[0, 0] for a, image, f in triples)
+        alternatives["upsample_bilinear"] = _measure(lambda: bilinear([]))
         guided = open_upsampler(upsample, device="cpu", threads=1)
         alternatives["upsample_guided_graph_1_thread"] = _measure(
-            lambda: len([guided(a, image, f[None]) for a, image, f in zip(alphas, images, frames, strict=True)])
+            lambda: len([guided(a, image, f[None]) for a, image, f in triples])
         )
     background = np.empty_like(frames[0])
     background[:] = GREEN

@@ -29,6 +29,7 @@ def video_bench(
     work_size: int | None = None,
     keyframe_interval: int | None = None,
     keyframe_ramp: int | None = None,
+    upsampling: str = "auto",
     threads: int = 0,
     warmup: int = 2,
     iters: int = 10,
@@ -46,6 +47,7 @@ def video_bench(
         work_size=work_size,
         keyframe_interval=keyframe_interval,
         keyframe_ramp=keyframe_ramp,
+        upsampling=upsampling,
         threads=threads,
         spinning=False,
     )
@@ -77,6 +79,7 @@ def video_bench(
         "precision": precision,
         "keyframe_interval": interval,
         "keyframe_ramp": min(matter.scheduler.policy.ramp, interval),
+        "upsampling": matter.upsampling,
         "model_fps": model_fps,
         "end_to_end_fps": result.fps,
         "ratio": result.fps / model_fps,

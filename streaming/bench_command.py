@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
                 work_size=args.work_size,
                 keyframe_interval=args.keyframe_interval,
                 keyframe_ramp=args.keyframe_ramp,
+                upsampling=args.upsample,
                 threads=args.threads,
                 warmup=args.warmup,
                 iters=args.iters,
@@ -94,6 +95,12 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="R",
         help="--video: phase keyframes in over R frames (default: the export's)",
+    )
+    parser.add_argument(
+        "--upsample",
+        default="auto",
+        choices=("auto", "guided", "guided-cv2", "bilinear"),
+        help="--video: alpha to full size, as spgim matte's --upsample (default auto)",
     )
     parser.add_argument("--video-duration", type=float, help="--video: only the first this many seconds")
     parser.add_argument("--json", type=Path, help="write the report here")

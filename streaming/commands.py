@@ -124,9 +124,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--upsample",
         default="auto",
-        choices=("auto", "guided", "bilinear"),
-        help="alpha to full size: guided (the export's guided-filter graph, on the engine), bilinear, or auto "
-        "(default: guided on a GPU, bilinear on the CPU where the graph costs more than a live frame's budget)",
+        choices=("auto", "guided", "guided-cv2", "bilinear"),
+        help="alpha to full size: guided (the export's guided-filter graph, on the engine), guided-cv2 (the same "
+        "filter in OpenCV, CPU only), bilinear, or auto (default: the graph on a GPU, guided-cv2 on the CPU, where "
+        "the graph costs more than a live frame's budget)",
     )
     parser.add_argument(
         "--backend",

@@ -210,7 +210,7 @@ def test_branches_one_at_a_time_equal_the_pair(folder: Path, backend: str, preci
 
 def test_interval_zero_is_the_per_frame_path(folder: Path) -> None:
     frames = _scene(0, 6)
-    matter = Matter(folder, backend="onnxruntime", work_size=128, keyframe_interval=0)
+    matter = Matter(folder, backend="onnxruntime", work_size=128, keyframe_interval=0, upsampling="bilinear")
     alpha = matter(frames)
     images = _working_images(frames)
     expected = matter.backend.infer(images)[:, 0]
@@ -263,8 +263,10 @@ def test_guided_upsampling_runs_the_exported_graph_on_the_backends_engine(folder
     assert alpha.shape == (2, 90, 150)
     np.testing.assert_allclose(alpha, expected[:, 0].numpy(), atol=1e-4)
     assert not np.allclose(alpha, plain(frames), atol=1e-4)
-    # auto on the CPU is bilinear: the graph costs more than a live frame's budget here.
-    assert Matter(folder, backend=backend, work_size=128).upsampling == "bilinear"
+    # auto on the CPU is the same filter in OpenCV: the graph costs more than a live frame's budget here.
+    auto = Matter(folder, backend=backend, work_size=128, keyframe_interval=0)
+    assert auto.upsampling == "guided-cv2"
+    np.testing.assert_allclose(auto(frames), alpha, atol=1e-4)
 
 
 def test_matte_command_keyframes_and_says_so(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

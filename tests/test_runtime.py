@@ -18,6 +18,7 @@ from spgim.cli import main
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter, working_size
 from spgim.runtime.registry import BACKENDS, usable_backends
+from spgim.train.models.upsample import GuidedUpsampler
 
 
 def _export(
@@ -45,8 +46,8 @@ def _eager(spd: torch.nn.Module, spgm: torch.nn.Module, frames: np.ndarray, work
     resized = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
     image = torch.from_numpy(resized.transpose(0, 3, 1, 2).copy()).float() / 255.0
     with torch.no_grad():
-        alpha = spgm(image, *spd(image))[:, 0].numpy()
-    return np.stack([cv2.resize(a, (frames.shape[2], frames.shape[1])) for a in alpha])
+        # The CPU's default upsampling: the guided filter (computed by the runtime with OpenCV).
+        return GuidedUpsampler()(spgm(image, *spd(image)), image, torch.from_numpy(frames))[:, 0].numpy()
 
 
 @pytest.mark.parametrize(

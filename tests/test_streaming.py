@@ -246,4 +246,7 @@ def test_bench_video_adds_end_to_end_rows(model: Path, tmp_path: Path) -> None:
     assert len(video) == 1 and video[0]["frames"] == 6 and video[0]["work_size"] == [96, 64]
     assert (video[0]["keyframe_interval"], video[0]["keyframe_ramp"]) == (3, 3)  # the ramp is capped at K
     assert video[0]["ratio"] == pytest.approx(video[0]["end_to_end_fps"] / video[0]["model_fps"])
+    assert video[0]["upsampling"] == "guided-cv2"  # auto on the CPU
     assert (tmp_path / "b.png").stat().st_size > 0
+    assert main([*argv, "--upsample", "bilinear", "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["video"][0]["upsampling"] == "bilinear"

@@ -273,6 +273,54 @@ def test_exported_artifacts_match_eager_at_two_frame_sizes(
         assert difference < 1e-4, name
 
 
+@pytest.mark.parametrize(("radius", "eps"), [(1, 1e-4), (2, 1e-3), (3, 1e-2)])
+def test_the_opencv_filter_is_the_graphs_filter(exported: Path, radius: int, eps: float) -> None:
+    """guided-cv2 (the CPU's default upsampling) computes what the graph computes, with the sidecar's radius, eps."""
+    from spgim.runtime import upsampling
+
+    assert upsampling.GREY_WEIGHTS == GREY_WEIGHTS
+    artifact = select_upsampler(load_artifacts(exported), "onnx")
+    assert artifact is not None
+    recorded = upsampling.cv2_guided_upsampler(artifact)
+    smooth = _inputs((32, 64), (75, 150), batch=2)
+    expected = _eager(GuidedUpsampler().eval(), smooth)
+    assert np.abs(recorded(*(t.numpy() for t in smooth)) - expected).max() < 1e-5
+    artifact.sidecar["source"] = {"upsampler": {"radius": radius, "eps": eps}}
+    filtered = upsampling.cv2_guided_upsampler(artifact)
+    rng = np.random.default_rng(radius)
+    alpha = rng.random((2, 1, 24, 40), dtype=np.float32)
+    image = rng.random((2, 3, 24, 40), dtype=np.float32)
+    # Two frame sizes one after the other: the scratch buffers follow the frame.
+    for frame in (rng.integers(0, 256, (2, 57, 83, 3), dtype=np.uint8), rng.integers(0, 256, (2, 30, 41, 3), np.uint8)):
+        out = filtered(alpha, image, frame)
+        assert out.dtype == np.float32 and out.shape == (2, 1, *frame.shape[1:3])
+        assert np.abs(out - guided_upsample_reference(alpha, image, frame, radius, eps)).max() < 1e-5
+    # Two calls do not share an output.
+    first = filtered(alpha, image, frame)
+    assert filtered(alpha[::-1].copy(), image, frame) is not first and not np.allclose(
+        first, filtered(alpha, image, frame[::-1])
+    )
+
+
+def test_the_opencv_filter_refuses_what_it_cannot_run(exported: Path) -> None:
+    from spgim.errors import SpgimError
+    from spgim.runtime.upsampling import choose_upsampling, cv2_guided_upsampler
+
+    artifact = select_upsampler(load_artifacts(exported), "onnx")
+    assert artifact is not None
+    assert choose_upsampling("auto", "cpu", artifact) == "guided-cv2"
+    assert choose_upsampling("auto", "cuda:0", artifact) == "guided"
+    assert choose_upsampling("auto", "cpu", None) == "bilinear"
+    with pytest.raises(SpgimError, match="runs on the CPU"):
+        choose_upsampling("guided-cv2", "cuda:0", artifact)
+    with pytest.raises(SpgimError, match="no upsample graph"):
+        choose_upsampling("guided-cv2", "cpu", None)
+    for garbled in ({}, {"upsampler": {"radius": "one", "eps": 1e-4}}, {"upsampler": {"radius": 0, "eps": 1e-4}}):
+        artifact.sidecar["source"] = garbled
+        with pytest.raises(SpgimError, match="radius"):
+            cv2_guided_upsampler(artifact)
+
+
 def test_frame_size_stays_dynamic_without_dynamic_export(exported: Path) -> None:
     """Exported without --dynamic: batch and working size fixed (128x128), the frame's height and width free."""
     folder = exported.parent
