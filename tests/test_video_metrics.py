@@ -188,3 +188,12 @@ def test_eval_with_a_model_mattes_every_frame(clip: Path, tmp_path: Path, capsys
     scores = json.loads(out.read_text())
     assert scores["frames"] == 6
     assert 0.0 <= scores["mean"]["iou"] <= 1.0
+    # The CPU's default is the guided filter; bilinear upsampling scores the same model differently.
+    bilinear = tmp_path / "bilinear.json"
+    assert (
+        main(
+            [*argv, "--backend", "onnxruntime", "--work-size", "128", "--upsample", "bilinear", "--json", str(bilinear)]
+        )
+        == 0
+    )
+    assert json.loads(bilinear.read_text())["mean"]["mae"] != scores["mean"]["mae"]

@@ -106,6 +106,12 @@ def _add_video_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     video.add_argument("--smoothing", metavar="S", help="temporal smoothing for --model, as spgim matte's")
     video.add_argument("--keyframe-ramp", metavar="R", help="keyframe ramp for --model, as spgim matte's")
+    video.add_argument(
+        "--upsample",
+        default="auto",
+        choices=("auto", "guided", "guided-cv2", "bilinear"),
+        help="alpha to full size for --model, as spgim matte's (default auto)",
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -174,6 +180,7 @@ def _eval_video(args: argparse.Namespace) -> int:
                 keyframe_interval=interval,
                 smoothing=smoothing,
                 keyframe_ramp=ramp,
+                upsampling=args.upsample,
                 progress=False,
                 log=log,
             )
