@@ -216,10 +216,14 @@ class Matter:
         resized = np.stack([shrink(f, work_w, work_h) for f in batch])
         image = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
         alpha = self.scheduler(image)
+        # Clipped in place where this call made the array (an upsampler's output, a resize); the scheduler's
+        # own alpha is its state for the next frame, so that one is copied.
+        owned = self.upsampler is not None
         if self.upsampler is not None:
             alpha = self.upsampler(alpha, image, batch)
         alpha = alpha[:, 0]
         if alpha.shape[1:] != (height, width):
             alpha = np.stack([cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR) for a in alpha])
-        alpha = np.clip(alpha, 0.0, 1.0)
+            owned = True
+        alpha = np.clip(alpha, 0.0, 1.0, out=alpha if owned else None)
         return alpha if frames.ndim == 4 else alpha[0]
