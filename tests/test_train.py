@@ -23,7 +23,7 @@ from spgim.train.distributed import DistInfo
 from spgim.train.evaluate import validation_sad
 from spgim.train.models import build_model, saliency_target
 from spgim.train.recipes import get_recipe
-from spgim.train.stages import SPGMStage
+from spgim.train.stages import SPGMStage, _warp
 
 BIN = Path(sys.executable).parent
 SMALL = ["--config", "tiny", "--workers", "0", "--crop", "64", "--bg-per-fg", "2", "--batch-size", "4"]
@@ -129,6 +129,55 @@ def test_propagated_guides_replace_a_share_of_spd_masks(data: Path, runs: Path) 
     half = stage(0.5)._mix_propagated_guides(mask, alpha, 0.5)
     kept = (half == 0.25).all(dim=(1, 2, 3))
     assert 0 < int(kept.sum()) < 6, kept
+
+
+def test_shift_consistency_moves_crops_a_little_and_adds_the_drift(data: Path, runs: Path) -> None:
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    spd = runs / "spd" / "best.pt"
+
+    def stage(weight: float) -> SPGMStage:
+        recipe = get_recipe("tiny", "spgm", crop=64, shift_consistency=weight)
+        return SPGMStage(data=data, config_name="tiny", recipe=recipe, info=info, seed=0, spd_path=spd)
+
+    # A dot at the centre moves by the shift alone (turn and scale are about the centre): at most 4 px each way
+    # (and a little for bilinear sampling).
+    image = torch.zeros(16, 1, 64, 64)
+    image[:, :, 31:33, 31:33] = 1.0
+    grid, valid = stage(1.0)._small_motion(image)
+    moved = _warp(image, grid)
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    weights = moved[:, 0] / moved[:, 0].sum((1, 2), keepdim=True)
+    centre = torch.stack([(weights * xs).sum((1, 2)), (weights * ys).sum((1, 2))], 1)
+    offset = (centre - 31.5).abs()
+    assert float(offset.max()) <= 4.3 and float(offset.max()) > 1.0, offset
+    assert 0.7 < float(valid.mean()) < 1.0 and set(valid.unique().tolist()) == {0.0, 1.0}
+    # The same batch (and guides: tiny has no propagated ones) scores higher by the moved crop and the drift.
+    plain, consistent = stage(0.0), stage(5.0)
+    consistent.model.load_state_dict(plain.model.state_dict())
+    batch = {key: torch.stack([plain.train_set[i][key] for i in range(4)]) for key in ("image", "alpha")}
+    plain.model.train()
+    consistent.model.train()
+    with torch.no_grad():
+        base = float(plain.loss(plain.model, batch))
+        both = float(consistent.loss(consistent.model, batch))
+    assert both > base * 1.5, (base, both)  # the moved crop's own alpha loss, about base, plus the drift
+
+
+def test_shift_consistency_flag_is_recorded_and_refused_where_it_does_not_belong(
+    data: Path, runs: Path, tmp_path: Path
+) -> None:
+    spgm = ["train", "spgm", "--data", str(data), *SMALL, "--spd", str(runs / "spd" / "best.pt")]
+    one_step = ["--epochs", "1", "--max-steps-per-epoch", "1"]
+    assert main([*spgm, "--out", str(tmp_path / "s"), *one_step, "--shift-consistency", "2.5"]) == 0
+    assert load_checkpoint(tmp_path / "s" / "last.pt")["extra"]["train_state"]["recipe"]["shift_consistency"] == 2.5
+    spd = ["train", "spd", "--data", str(data), *SMALL, "--out", str(tmp_path / "d"), *one_step]
+    for argv, message in (
+        ([*spd, "--shift-consistency", "1"], "belong to the spgm stage"),
+        ([*spgm, "--out", str(tmp_path / "n"), *one_step, "--shift-consistency", "-1"], "must be 0 or more"),
+    ):
+        result = _spgimrun(*argv)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_spgm_validation_sad_halves_after_a_short_run(data: Path, runs: Path) -> None:

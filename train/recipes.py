@@ -116,6 +116,7 @@ def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **ove
     recipe.setdefault("max_steps_per_epoch", None)  # a cap for smoke runs; None = the whole epoch
     if stage == "spgm":
         recipe.setdefault("propagated_guide", 0.0)  # share of guides made from the moved truth (live: 0.5)
+        recipe.setdefault("shift_consistency", 0.0)  # weight of the moved-crop consistency term (0: off)
     if preset is not None:
         if preset not in PAPER_MILESTONES:
             raise SpgimError(f"unknown schedule preset {preset!r}; choose one of {', '.join(PAPER_MILESTONES)}")

@@ -222,6 +222,7 @@ class SPGMStage:
         # A stream's guide between keyframes is S(previous alpha), blurred as SPD's target was.
         self.guide_sigma = float(spd_payload.get("extra", {}).get("mask_sigma") or 1.0)
         self.guide_generator = torch.Generator().manual_seed(seed)
+        self.motion_generator = torch.Generator().manual_seed(seed + 1)
         self.model = SPGM(self.config["spgm"], guide_channels(self.config))
         self.init = str(init) if init else None
         if resume is None and init is not None:
@@ -234,18 +235,54 @@ class SPGMStage:
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         image, target = batch["image"], batch["alpha"]
+        alphas = model(image, *self._guides(model, image, target))
+        total = self._alpha_loss(alphas, target)
+        consistency = float(self.recipe.get("shift_consistency", 0.0))  # absent from runs made before it
+        if consistency > 0 and model.training:
+            grid, valid = self._small_motion(image)
+            moved_image, moved_target = _warp(image, grid), _warp(target, grid)
+            moved_alphas = model(moved_image, *self._guides(model, moved_image, moved_target))
+            total = total + self._alpha_loss(moved_alphas, moved_target)
+            # dtSSD's term, (a' - T(a)) - (g' - T(g)), where g' = T(g): the matte must move as the picture does.
+            drift = (moved_alphas[-1] - _warp(alphas[-1], grid)).abs() * valid
+            total = total + consistency * drift.sum() / valid.sum().clamp_min(1.0)
+        return total
+
+    def _guides(self, model: nn.Module, image: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """SPD's (frozen) mask and features for ``image``; in training some masks are propagated guides."""
         with torch.no_grad():
             mask, r2, r3, r4 = self.spd(image)
             share = float(self.recipe.get("propagated_guide", 0.0))  # absent from runs made before it
             if share > 0 and model.training:
                 mask = self._mix_propagated_guides(mask, target, share)
-        alphas = model(image, mask, r2, r3, r4)
-        total = image.new_zeros(())
+        return mask, r2, r3, r4
+
+    def _alpha_loss(self, alphas: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        """Eq. 6: sum_i lambda_i |a_i - a*|_1 over the decoder's alphas (brought to the target's size)."""
+        total = target.new_zeros(())
         for weight, alpha in zip(self.recipe["loss_weights"], alphas, strict=True):
             if alpha.shape[-2:] != target.shape[-2:]:
                 alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
             total = total + weight * F.l1_loss(alpha, target)
         return total
+
+    def _small_motion(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """A sampling grid moving each crop as one frame of a stream moves to the next, and where it is valid.
+
+        Up to 4 px of shift (sub-pixel included: where a CNN's strides make a matte flicker), 3 degrees of
+        turn and 3 % of scale; ``valid`` is 1 where the moved crop shows the original (not its border).
+        """
+        batch, _, height, width = image.shape
+        generator = self.motion_generator
+        angle = (torch.rand(batch, generator=generator) - 0.5) * (2 * np.pi * 6 / 360)
+        scale = 1.0 + (torch.rand(batch, generator=generator) - 0.5) * 0.06
+        pixels = (torch.rand(batch, 2, generator=generator) - 0.5) * 8.0
+        shift = pixels * 2.0 / torch.tensor([width, height], dtype=torch.float32)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(image), [batch, 1, height, width], align_corners=False)
+        valid = (grid.abs() <= 1.0).all(dim=-1, keepdim=True).permute(0, 3, 1, 2).to(image)
+        return grid, valid
 
     def _mix_propagated_guides(self, mask: Tensor, alpha: Tensor, share: float) -> Tensor:
         """Replace the guide of about ``share`` of the samples by S(the truth, moved a little).
@@ -278,3 +315,8 @@ class SPGMStage:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"spd_digest": self.spd_digest, "spd_checkpoint": self.spd_path, "init": self.init}
+
+
+def _warp(image: Tensor, grid: Tensor) -> Tensor:
+    """``image`` resampled at ``grid`` (bilinear; outside the image, its border)."""
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -52,6 +52,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bg-per-fg", type=int, help="composites per foreground per epoch (paper: 100)")
     parser.add_argument("--crop", type=int, help="training crop size (paper: 512)")
     parser.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch, for smoke runs")
+    parser.add_argument(
+        "--shift-consistency",
+        type=float,
+        help="spgm: weight of a term that makes the matte of a slightly moved crop the moved matte (less flicker)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -70,8 +75,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError(f"data folder {args.data} does not exist")
     if args.stage == "spgm" and args.spd is None:
         raise SpgimError("spgim train spgm needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
-    if args.stage != "spgm" and (args.spd is not None or args.variant is not None):
-        raise SpgimError("--spd and --variant belong to the spgm stage")
+    if args.stage != "spgm" and (args.spd is not None or args.variant is not None or args.shift_consistency):
+        raise SpgimError("--spd, --variant and --shift-consistency belong to the spgm stage")
+    if args.shift_consistency is not None and args.shift_consistency < 0:
+        raise SpgimError(f"--shift-consistency must be 0 or more, got {args.shift_consistency}")
     if args.stage == "caption" and args.init is not None:
         raise SpgimError("--init belongs to the spd stage (a caption or spd checkpoint) and spgm (an spgm one)")
     resume: dict[str, Any] | None = None
@@ -95,6 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
             bg_per_fg=args.bg_per_fg if args.stage != "caption" else None,
             crop=args.crop if args.stage != "caption" else None,
             max_steps_per_epoch=args.max_steps_per_epoch,
+            shift_consistency=args.shift_consistency,
         )
         seed = args.seed
     torch.manual_seed(seed)
