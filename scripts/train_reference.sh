@@ -11,7 +11,7 @@
 #
 # The tiny configuration (the paper's structure, narrow) also pre-trains its caption stage first, as
 # `spgim demo` does, and SPD starts from it (CAPTION_EPOCHS x 250 steps; 0 skips it, live's default).
-# The shipped tiny pair is `train_reference.sh tiny T1`.
+# The shipped tiny pair is `train_reference.sh tiny T1`, then `... tiny T2 T1` and `... tiny T3 T2`.
 #
 # Curves: tensorboard --logdir OUT (each stage writes OUT/<stage>/tb). Scenes are 160 px, crops
 # 128 px (scale 0.75-1.5 of the scene), so objects span the sizes a 384x224 stream shows them at.
@@ -24,7 +24,8 @@ PYTHON=${PYTHON:-python3}
 SCENES=${SCENES:-3000}
 DATA="$OUT/data"
 [ -n "$FROM" ] && DATA="$FROM/data"
-CAPTION_EPOCHS=${CAPTION_EPOCHS:-$([ "$CONFIG" = tiny ] && echo 4 || echo 0)}
+# A continuation starts SPD from FROM's, so it pre-trains no caption stage.
+CAPTION_EPOCHS=${CAPTION_EPOCHS:-$([ "$CONFIG" = tiny ] && [ -z "$FROM" ] && echo 4 || echo 0)}
 COMMON=(--config "$CONFIG" --data "$DATA" --crop 128 --workers 1)
 
 if [ -n "$FROM" ]; then

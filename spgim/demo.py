@@ -1,8 +1,8 @@
 """``spgim demo`` / ``make demo``: the main job on the embedded default, no GPU and no downloads.
 
 It generates a small set with the project's scene generator and fine-tunes the tiny configuration's
-reference SPD and SPGM (shipped in spgim/weights: caption -> SPD -> SPGM, 50 minutes on generated scenes
-with ``scripts/train_reference.sh tiny``) briefly on it, prints the evaluation metrics, exports the
+reference SPD and SPGM (shipped in spgim/weights: caption -> SPD -> SPGM on generated scenes with
+``scripts/train_reference.sh tiny``, then continued twice) briefly on it, prints the evaluation metrics, exports the
 pair, renders a short clip (moving objects over a photo, with music), mattes it with the best
 available backend into a composite MP4 and a ProRes 4444 foreground, with its quality against the
 clip's true alpha. Then the live part (in OUT/live): the ``live`` configuration's reference pair

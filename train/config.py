@@ -95,7 +95,7 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_dilations": [2, 4, 8],
             "aft_separable": 5,
         },
-        # Its reference pair (128 px crops) mattes the three 1280x720 reference clips far better at 320 than
+        # Its first reference run (128 px crops) matted the three 1280x720 reference clips far better at 320 than
         # at the runtime's 512, SPD on every frame: IoU 0.71 / 0.00 / 0.73 against 0.37 / 0.01 / 0.55.
         "stream": {"work_size": 320, "keyframe_interval": 0},
     },
