@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_train_samples_are_deterministic_per_seed_epoch_index(data_root: Path) -
 
 def test_train_dataloader_with_workers(data_root: Path) -> None:
     dataset = _train(data_root)
+    # As the training loop does before forking workers: earlier tests' garbage (PyAV frames whose scalers own
+    # thread pools) finalised in a forked worker hangs it.
+    gc.collect()
     loader = DataLoader(dataset, batch_size=3, num_workers=2)
     batches = list(loader)
     assert [b["image"].shape for b in batches] == [(3, 3, SIZE, SIZE)] * 2

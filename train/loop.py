@@ -10,6 +10,7 @@ every epoch, Ctrl-C and SIGTERM saving a resumable checkpoint, and logging (tqdm
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -272,6 +273,10 @@ def _run_epoch(
     # The sampler's order is a function of (seed, epoch); skipping the steps already taken
     # makes a resumed epoch see exactly the batches the interrupted one had left.
     indices = list(sampler)[state["step_in_epoch"] * batch_size : steps_per_epoch * batch_size]
+    if workers > 0:
+        # Workers are forked: garbage left here (a PyAV frame whose scaler owns a thread pool, say) would be
+        # finalised in a child that has none of those threads, and hang it waiting for them.
+        gc.collect()
     loader = DataLoader(
         stage.train_set,
         batch_size=batch_size,
