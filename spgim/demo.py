@@ -5,10 +5,11 @@ reference SPD and SPGM (shipped in spgim/weights: caption -> SPD -> SPGM on gene
 ``scripts/train_reference.sh tiny``, then continued; weights/tiny.json holds the commands) briefly on
 it, prints the evaluation metrics, exports the pair, renders a short clip (moving objects over a photo,
 with music), mattes it with the best available backend into a composite MP4 and a ProRes 4444
-foreground, with its quality against the clip's true alpha. Then the live part (in OUT/live): the ``live`` configuration's reference pair
-fine-tuned the same way, exported, and a 1280x720 clip matted (keyframe interval from the export)
-into a composite MP4 with its quality. Last, the bench table, with a 720p video row for the live
-model. A second run reuses the data, checkpoints, exports and clips it finds.
+foreground, with its quality against the clip's true alpha. Then the live part (in OUT/live): the
+``live`` configuration's reference pair fine-tuned the same way, exported, and a 1280x720 clip matted
+(keyframe interval from the export) into a composite MP4 with its quality. Last, the bench table, with
+a 720p video row for the live model. A second run reuses the data, checkpoints, exports and clips it
+finds.
 """
 
 from __future__ import annotations
