@@ -123,6 +123,11 @@ def run_export(request: ExportRequest) -> list[dict[str, Any]]:
             f"unknown format or precision {', '.join(unknown)}; formats {FORMATS}, precisions {PRECISIONS}"
         )
     portable_attention(request.attention)
+    if request.upsample_radius < 1 or not request.upsample_eps > 0:
+        raise SpgimError(
+            f"guided upsampling needs a radius of at least 1 and a positive eps, "
+            f"got radius {request.upsample_radius} and eps {request.upsample_eps}"
+        )
     for side in (request.height, request.width):
         if side <= 0 or side % 32:
             raise SpgimError(f"export size {request.width}x{request.height} must be multiples of 32")

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from model_pairs import export_tiny
+from model_pairs import export_pair, export_tiny, random_pair
 
 from spgim.aoti_build import aoti_compiler_missing
 from spgim.cli import main
@@ -319,6 +319,32 @@ def test_the_opencv_filter_refuses_what_it_cannot_run(exported: Path) -> None:
         artifact.sidecar["source"] = garbled
         with pytest.raises(SpgimError, match="radius"):
             cv2_guided_upsampler(artifact)
+
+
+def test_export_takes_the_filters_radius_and_eps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``spgim export --upsample-radius 2 --upsample-eps 1e-5``: the graph and its sidecar carry them, and the OpenCV
+    filter read from that sidecar computes what the graph computes; a radius of 0 is refused in one line."""
+    from spgim.runtime.upsampling import cv2_guided_upsampler
+
+    random_pair(tmp_path)
+    options = ["--formats", "onnx", "--precision", "fp32", "--height", "128", "--width", "128"]
+    out = export_pair(tmp_path, tmp_path / "r2", *options, "--upsample-radius", "2", "--upsample-eps", "1e-5")
+    artifact = select_upsampler(load_artifacts(out), "onnx")
+    assert artifact is not None and artifact.sidecar["source"] == {"upsampler": {"radius": 2, "eps": 1e-5}}
+    alpha, image, frame = (t.numpy() for t in _inputs((128, 128), (360, 640)))
+    expected = guided_upsample_reference(alpha, image, frame, 2, 1e-5)
+    graph = _runners(out)["onnx"](alpha, image, frame)
+    assert np.abs(graph - expected).max() < 1e-4
+    assert np.abs(cv2_guided_upsampler(artifact)(alpha, image, frame) - expected).max() < 1e-5
+    # Not what the default radius computes: the option reached the graph.
+    assert np.abs(graph - guided_upsample_reference(alpha, image, frame, 1, 1e-4)).max() > 1e-3
+    capsys.readouterr()
+    argv = ["export", "--spd", str(tmp_path / "spd.pt"), "--spgm", str(tmp_path / "spgm.pt"), "--out"]
+    assert main([*argv, str(tmp_path / "r0"), *options, "--upsample-radius", "0"]) != 0
+    assert main([*argv, str(tmp_path / "e0"), *options, "--upsample-eps", "0"]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all("radius of at least 1 and a positive eps" in line for line in lines), lines
+    assert not (tmp_path / "r0").exists() and not (tmp_path / "e0").exists()
 
 
 def test_frame_size_stays_dynamic_without_dynamic_export(exported: Path) -> None:
