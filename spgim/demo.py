@@ -32,7 +32,7 @@ TINY_EXPORT += ["--dynamic", "--min-size", "64x64", "--max-size", "512x512"]
 
 # Both models start from the reference pairs shipped in spgim/weights, fine-tuned briefly on the demo scenes.
 TUNE_EPOCHS = 2  # per stage (--epochs overrides it)
-TUNE_STEPS_PER_EPOCH = 20  # about 10 s per epoch of SPD and less of SPGM on two CPU cores
+TUNE_STEPS_PER_EPOCH = 20  # a few seconds per epoch on two CPU cores (tiny: about 1.5 s of SPD, 5.5 s of SPGM)
 # Adam's rate per branch, a tenth of the recipes': adapt the reference, do not retrain it. Fresh Adam's
 # first steps move every weight by about the rate, so at tiny's earlier 1e-3 / 5e-4 the result hung on the
 # seed (demo clip IoU 0.915 / 0.908 / 0.778 at seeds 0-2 from the shipped pair); at these, 0.897 / 0.904 /
