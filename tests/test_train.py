@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from spgim.cli import main
+from spgim.errors import SpgimError
 from spgim.train.checkpoint import load_checkpoint, load_model
 from spgim.train.config import get_config
 from spgim.train.data.matting import MattingTestDataset
@@ -23,7 +24,7 @@ from spgim.train.distributed import DistInfo
 from spgim.train.evaluate import validation_sad
 from spgim.train.models import build_model, saliency_target
 from spgim.train.recipes import get_recipe
-from spgim.train.stages import SPGMStage, _warp
+from spgim.train.stages import SPGMStage, _warp, load_branch_weights
 
 BIN = Path(sys.executable).parent
 SMALL = ["--config", "tiny", "--workers", "0", "--crop", "64", "--bg-per-fg", "2", "--batch-size", "4"]
@@ -107,6 +108,44 @@ def test_fine_tuning_starts_from_a_checkpoint_of_the_branch(data: Path, runs: Pa
         result = _spgimrun(*argv)
         assert result.returncode != 0 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_fine_tune_may_change_where_spgms_last_level_runs(data: Path, runs: Path, tmp_path: Path) -> None:
+    # refine_stride moves the last decoder level between the half-size and the full-size image: same weights.
+    start = runs / "spgm" / "best.pt"
+    payload = load_checkpoint(start, branch="spgm")
+
+    def tiny(**spgm: Any) -> dict[str, Any]:
+        config = get_config("tiny")
+        config["spgm"].update(spgm)
+        return config
+
+    for stride in (1, 2):
+        config = tiny(refine_stride=stride)
+        model = build_model("spgm", config)
+        load_branch_weights(model, {**payload, "config": tiny(refine_stride=3 - stride)}, config, "spgm", start)
+        assert model.refine_stride == stride
+        for name, value in payload["state_dict"].items():
+            assert torch.equal(model.state_dict()[name], value), name
+    other = {**payload, "config": tiny(refine_stride=2, aft_separable=3)}
+    with pytest.raises(SpgimError, match=r"was made for another configuration: spgm\.aft_separable"):
+        load_branch_weights(build_model("spgm", tiny()), other, tiny(), "spgm", start)
+    # From the command line: one step at rate 0 keeps the weights and records the new stride.
+    argv = ["train", "spgm", "--data", str(data), *SMALL, "--spd", str(runs / "spd" / "best.pt"), "--init", str(start)]
+    short = ["--epochs", "1", "--max-steps-per-epoch", "1", "--lr", "0", "--out", str(tmp_path / "half")]
+    assert main([*argv, *short, "--refine-stride", "2"]) == 0
+    tuned = load_checkpoint(tmp_path / "half" / "last.pt", branch="spgm")
+    assert tuned["config"]["spgm"]["refine_stride"] == 2 and "refine_stride" not in payload["config"]["spgm"]
+    for name, value in payload["state_dict"].items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(tuned["state_dict"][name], value), name
+    for wrong, message in (
+        (["train", "spd", "--data", str(data), *SMALL, "--refine-stride", "1"], "belong to the spgm stage"),
+        ([*argv, "--refine-stride", "3"], "invalid choice"),
+    ):
+        result = _spgimrun(*wrong, "--out", str(tmp_path / "refused"))
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_propagated_guides_replace_a_share_of_spd_masks(data: Path, runs: Path) -> None:

@@ -28,8 +28,16 @@ from .models import SPD, SPGM, CaptionModel, guide_channels, saliency_target
 def load_branch_weights(
     model: nn.Module, payload: dict[str, Any], config: dict[str, Any], branch: str, path: Path
 ) -> None:
-    """Start ``model`` from a checkpoint of the same branch and configuration (fine-tuning)."""
-    differences = config_differences(config[branch], payload["config"][branch], branch)
+    """Start ``model`` from a checkpoint of the same branch and configuration (fine-tuning).
+
+    SPGM's ``refine_stride`` may differ: it says where the last decoder level runs, not what its
+    weights are, so a checkpoint trained at one stride starts a fine-tune at the other.
+    """
+    wanted, started = config[branch], payload["config"][branch]
+    if branch == "spgm":
+        wanted = {key: value for key, value in wanted.items() if key != "refine_stride"}
+        started = {key: value for key, value in started.items() if key != "refine_stride"}
+    differences = config_differences(wanted, started, branch)
     if differences:
         raise SpgimError(f"--init {path} was made for another configuration: {differences[0]}")
     model.load_state_dict(payload["state_dict"])
@@ -205,10 +213,13 @@ class SPGMStage:
         spd_path: Path,
         variant: str | None = None,
         init: Path | None = None,
+        refine_stride: int | None = None,
         resume: dict[str, Any] | None = None,
     ) -> None:
         self.recipe, self.info = recipe, info
         self.config = resume["config"] if resume else get_config(config_name, variant=variant)
+        if refine_stride is not None:
+            self.config["spgm"]["refine_stride"] = refine_stride
         spd_payload = load_checkpoint(spd_path, branch="spd")
         differences = config_differences(self.config["spd"], spd_payload["config"]["spd"], "spd")
         if differences:

@@ -34,6 +34,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--spd", type=Path, help="spgm: the trained SPD checkpoint (kept frozen)")
     parser.add_argument("--variant", help="spgm ablation: basic, basic+aft, spg-im-wo-aft, spg-im (default)")
+    parser.add_argument(
+        "--refine-stride",
+        type=int,
+        choices=(1, 2),
+        help="spgm: run the decoder's last level on the full-size (1) or half-size (2) image; "
+        "default: the configuration's (live: 2, for speed)",
+    )
     parser.add_argument("--resume", type=Path, help="continue exactly from a checkpoint of this run (last.pt)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size (per process)")
@@ -75,8 +82,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError(f"data folder {args.data} does not exist")
     if args.stage == "spgm" and args.spd is None:
         raise SpgimError("spgim train spgm needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
-    if args.stage != "spgm" and (args.spd is not None or args.variant is not None or args.shift_consistency):
-        raise SpgimError("--spd, --variant and --shift-consistency belong to the spgm stage")
+    spgm_only = (args.spd, args.variant, args.shift_consistency, args.refine_stride)
+    if args.stage != "spgm" and any(option is not None for option in spgm_only):
+        raise SpgimError("--spd, --variant, --shift-consistency and --refine-stride belong to the spgm stage")
+    if args.resume is not None and args.refine_stride is not None:
+        raise SpgimError("--refine-stride cannot change a run being resumed")
     if args.shift_consistency is not None and args.shift_consistency < 0:
         raise SpgimError(f"--shift-consistency must be 0 or more, got {args.shift_consistency}")
     if args.stage == "caption" and args.init is not None:
@@ -123,7 +133,9 @@ def run_train(args: argparse.Namespace) -> int:
         elif args.stage == "spd":
             stage = SPDStage(init=args.init, **common)
         else:
-            stage = SPGMStage(spd_path=args.spd, variant=args.variant, init=args.init, **common)
+            stage = SPGMStage(
+                spd_path=args.spd, variant=args.variant, init=args.init, refine_stride=args.refine_stride, **common
+            )
         if resume is not None:
             stage.model.load_state_dict(resume["state_dict"])
         state = run_training(
