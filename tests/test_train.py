@@ -141,11 +141,12 @@ def test_a_fine_tune_may_change_where_spgms_last_level_runs(data: Path, runs: Pa
             assert torch.equal(tuned["state_dict"][name], value), name
     for wrong, message in (
         (["train", "spd", "--data", str(data), *SMALL, "--refine-stride", "1"], "belong to the spgm stage"),
-        ([*argv, "--refine-stride", "3"], "invalid choice"),
+        ([*argv, "--refine-stride", "3"], "--refine-stride must be 1 or 2, got 3"),
+        ([*argv, "--resume", str(tmp_path / "half" / "last.pt"), "--refine-stride", "1"], "a run being resumed"),
     ):
         result = _spgimrun(*wrong, "--out", str(tmp_path / "refused"))
         assert result.returncode != 0 and message in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_propagated_guides_replace_a_share_of_spd_masks(data: Path, runs: Path) -> None:

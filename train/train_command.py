@@ -37,8 +37,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refine-stride",
         type=int,
-        choices=(1, 2),
-        help="spgm: run the decoder's last level on the full-size (1) or half-size (2) image; "
+        help="spgm: 1 or 2, run the decoder's last level on the full-size (1) or half-size (2) image; "
         "default: the configuration's (live: 2, for speed)",
     )
     parser.add_argument("--resume", type=Path, help="continue exactly from a checkpoint of this run (last.pt)")
@@ -85,6 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
     spgm_only = (args.spd, args.variant, args.shift_consistency, args.refine_stride)
     if args.stage != "spgm" and any(option is not None for option in spgm_only):
         raise SpgimError("--spd, --variant, --shift-consistency and --refine-stride belong to the spgm stage")
+    if args.refine_stride not in (None, 1, 2):
+        raise SpgimError(f"--refine-stride must be 1 or 2, got {args.refine_stride}")
     if args.resume is not None and args.refine_stride is not None:
         raise SpgimError("--refine-stride cannot change a run being resumed")
     if args.shift_consistency is not None and args.shift_consistency < 0:
