@@ -366,7 +366,9 @@ def _build_engines(
             )
             extra = {**facts, "onnx_source": source.name, "optimization_profile": profile}
             if branch == "spgm":
-                extra["plugin"] = {**plugin_description(), "library": str(plugin)}
+                # Its file name only: the runtime loads the plugin from its own build, $SPGIM_TST_PLUGIN or
+                # --plugin, never from a path an export folder names.
+                extra["plugin"] = {**plugin_description(), "library": plugin.name}
             record(engine_path, branch, "engine", precision, extra)
     # The upsample engine: fp32 whatever the precisions, the frame's axes over their own profile.
     source = onnx_files[(UPSAMPLE, "onnx", "fp32")]

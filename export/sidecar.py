@@ -28,11 +28,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def write_sidecar(artifact: str | os.PathLike[str], description: dict[str, Any]) -> Path:
-    """Write the sidecar of ``artifact`` (atomically); returns its path."""
+    """Write the sidecar of ``artifact`` (atomically); returns its path.
+
+    Records the artifact's size and sha256: the runtime checks both before it loads the file.
+    """
     target = sidecar_path(artifact)
     payload = {"sidecar": SIDECAR_FORMAT, "sidecar_version": SIDECAR_VERSION, "artifact": Path(artifact).name}
     payload.update(description)
     payload["artifact_bytes"] = Path(artifact).stat().st_size
+    payload["artifact_sha256"] = file_sha256(artifact)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, target)

@@ -2,12 +2,16 @@
 
 Reads only files (``spgim-export.json`` and each artifact's ``.json`` sidecar); never imports the
 training or export code. Every mismatch is one :class:`~spgim.errors.SpgimError` line naming
-what differs.
+what differs. An export folder is code (TorchScript, AOTInductor's compiled library, engines that need
+the plugin): :func:`verify_files` checks an artifact's bytes against its sidecar's sha256 right before
+a backend opens it (docs/security.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,8 @@ _SIDECAR_SHAPE: dict[str, Any] = {
     "format": str,
     "precision": str,
     "artifact_bytes": int,
-    "companions": [{"file": str, "bytes": int}],
+    "artifact_sha256": str,
+    "companions": [{"file": str, "bytes": int, "sha256": str}],
     "inputs": [{"name": str}],
     "outputs": [{"name": str}],
     "source": {"spd_checkpoint": {"weights": str}},
@@ -124,9 +129,18 @@ def load_artifacts(folder: str | Path) -> list[Artifact]:
         fault = misfit(sidecar, _SIDECAR_SHAPE)
         if fault is None:
             names = [companion.get("file", "") for companion in sidecar.get("companions", [])]
-            fault = next((f"companion {n!r} is not a file name" for n in names if not n or Path(n).name != n), None)
+            fault = next((f"companion {n!r} is not a file name" for n in names if not _bare_name(n)), None)
+        library = sidecar.get("plugin", {}).get("library")
+        if fault is None and library is not None and not _bare_name(library):
+            # The plugin is loaded only from spgim's own build, $SPGIM_TST_PLUGIN or --plugin (spgim.tst_plugin);
+            # spgim export records its file name only (older exports recorded the build's path: export again).
+            fault = f"plugin.library {library!r} is not a bare file name (never loaded from the export): export again"
         if fault:
             raise SpgimError(f"{path.name}.json is not a valid spgim sidecar: {fault}")
+        if "artifact_sha256" not in sidecar or any("sha256" not in c for c in sidecar.get("companions", [])):
+            raise SpgimError(
+                f"{path.name}.json records no sha256 of its files (exported by an older spgim): export again"
+            )
         if not path.is_file():
             raise SpgimError(f"{path} is listed in {MANIFEST} but missing")
         if sidecar.get("artifact_bytes") != path.stat().st_size:
@@ -144,6 +158,54 @@ def load_artifacts(folder: str | Path) -> list[Artifact]:
     if not artifacts:
         raise SpgimError(f"{root / MANIFEST} lists no artifacts")
     return artifacts
+
+
+def _bare_name(name: str) -> bool:
+    """Whether ``name`` is a file name in its folder: no separator, not absolute, not ``.`` or ``..``."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
+class ChangedArtifactError(SpgimError):
+    """A file of an export folder whose bytes are not those its sidecar's sha256 records."""
+
+
+# Digests of files hashed in this process, keyed by what a rewrite changes (path, size, mtime, inode): auto's
+# ranking opens a backend and the chosen one is opened again, and each file is hashed once.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def verify_files(artifact: Artifact) -> None:
+    """Refuse ``artifact`` unless its file and its companions have the sha256 its sidecar records.
+
+    Called right before a backend or the upsampler opens the files (loading TorchScript, an AOTInductor
+    package or an engine runs code), so only the files actually loaded are read and hashed.
+
+    Raises:
+        ChangedArtifactError: one line naming the file that changed (or has no recorded sha256): export again.
+    """
+    files = [(artifact.path, artifact.sidecar.get("artifact_sha256"))]
+    for companion in artifact.sidecar.get("companions", []):
+        files.append((artifact.path.with_name(companion["file"]), companion.get("sha256")))
+    for path, expected in files:
+        if not isinstance(expected, str):
+            raise ChangedArtifactError(f"{artifact.path.name}'s sidecar records no sha256 of {path.name}: export again")
+        if _sha256(path) != expected:
+            raise ChangedArtifactError(
+                f"{path} does not match the sha256 in its sidecar (changed since it was exported): export again"
+            )
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            # fstat of the open handle: the key describes the bytes hashed, not a file swapped in since a stat.
+            status = os.fstat(handle.fileno())
+            key = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+            if key not in _DIGESTS:
+                _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise ChangedArtifactError(f"{path} cannot be read ({error.strerror}): export again") from None
+    return _DIGESTS[key]
 
 
 def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Artifact, Artifact]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .artifacts import MANIFEST, Artifact
+from .artifacts import MANIFEST, Artifact, ChangedArtifactError
 from .machine import cpu_facts, gpu_names, library_versions
 from .registry import BACKENDS, BackendOptions, BackendRecord, open_backend, runnable
 from .timing import time_calls
@@ -142,6 +142,8 @@ def _measure(
         samples = time_calls(run_spgm, WARMUP_CALLS, SPGM_TIMED_CALLS)
         trial.spgm_seconds = statistics.median(samples)
         return trial, np.asarray(outputs[-1], dtype=np.float32)
+    except ChangedArtifactError:  # not a failing engine but a changed export folder: refuse it, do not skip
+        raise
     except Exception as error:  # any engine's failure at load or warm-up skips that candidate
         message = str(error).splitlines()[0] if str(error) else ""
         trial.reason = f"{type(error).__name__}: {message}"[:240]

@@ -15,7 +15,7 @@ from pathlib import Path
 from spgim.errors import SpgimError
 
 from . import ceilings
-from .artifacts import Artifact, load_artifacts, select_pair
+from .artifacts import Artifact, load_artifacts, select_pair, verify_files
 from .devices import unavailable_reason
 from .machine import cpu_facts, native_bf16_missing
 from .protocol import Backend
@@ -243,10 +243,16 @@ def has_artifacts(record: BackendRecord, artifacts: list[Artifact], precision: s
 def open_backend(
     record: BackendRecord, artifacts: list[Artifact], options: BackendOptions
 ) -> tuple[Backend, Artifact, Artifact]:
-    """``record``'s backend on the folder's artifacts for ``options.precision``, and the SPD/SPGM pair it reads."""
+    """``record``'s backend on the folder's artifacts for ``options.precision``, and the SPD/SPGM pair it reads.
+
+    The pair's files are checked against their sidecars' sha256 first (:func:`~.artifacts.verify_files`):
+    opening TorchScript, an AOTInductor package or an engine runs code from the export folder.
+    """
     if options.precision not in record.precisions:
         raise SpgimError(f"{record.name} has no {options.precision} (it runs {', '.join(record.precisions)})")
     spd, spgm = find_pair(record, artifacts, options.precision)
+    for artifact in (spd, spgm):
+        verify_files(artifact)
     return record.factory(spd, spgm, options), spd, spgm
 
 

@@ -100,8 +100,8 @@ class TensorRTBackend:
         spd: SPD's engine artifact (``spd.fp32.engine`` or ``spd.fp16.engine``).
         spgm: SPGM's engine artifact, built with the TST attention plugin.
         gpu: CUDA device index.
-        plugin: the plugin library; by default ``$SPGIM_TST_PLUGIN``, the model folder, the path the
-            sidecar recorded, then ``build/native``.
+        plugin: the plugin library; by default ``$SPGIM_TST_PLUGIN``, then spgim's own ``build/native``
+            (never the model folder: :func:`spgim.tst_plugin.find_plugin_library`).
     """
 
     def __init__(self, spd: Artifact, spgm: Artifact, *, gpu: int = 0, plugin: str | Path | None = None) -> None:
@@ -114,10 +114,9 @@ class TensorRTBackend:
             warning = check_engine_gpu(artifact, facts)
             if warning:
                 warnings.warn(warning, RuntimeWarning, stacklevel=2)
-        for artifact in (spd, spgm):
-            if "plugin" in artifact.sidecar:
-                recorded = artifact.sidecar["plugin"].get("library")
-                load_plugin_library(find_plugin_library(plugin, near=artifact.path.parent, recorded=recorded))
+        if any("plugin" in artifact.sidecar for artifact in (spd, spgm)):
+            # The sidecar's library is a file name for the record; the library itself never comes from the export.
+            load_plugin_library(find_plugin_library(plugin))
         import torch
 
         self.torch = torch

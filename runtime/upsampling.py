@@ -27,7 +27,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .artifacts import Artifact, select_upsampler
+from .artifacts import Artifact, select_upsampler, verify_files
 
 UPSAMPLING = ("auto", "guided", "guided-cv2", "bilinear")
 # GuidedUpsampler's GREY_WEIGHTS (ITU-R BT.601 luma; a test keeps the two equal): the runtime does not import
@@ -63,7 +63,11 @@ def upsampler_artifact(artifacts: list[Artifact], spgm: Artifact) -> Artifact | 
 
 
 def open_upsampler(artifact: Artifact, *, device: str, threads: int = 0) -> Upsampler:
-    """The upsample graph of ``artifact`` on ``device`` (``"cpu"`` or ``"cuda:N"``) as one call."""
+    """The upsample graph of ``artifact`` on ``device`` (``"cpu"`` or ``"cuda:N"``) as one call.
+
+    Its files are checked against the sidecar's sha256 first: opening TorchScript, a package or an engine runs code.
+    """
+    verify_files(artifact)
     fmt = artifact.format
     if fmt == "torchscript":
         return _torchscript(artifact, device)

@@ -22,39 +22,30 @@ BUILD_HINT = (
 )
 
 
-def find_plugin_library(
-    explicit: str | os.PathLike[str] | None = None,
-    *,
-    near: str | os.PathLike[str] | None = None,
-    recorded: str | os.PathLike[str] | None = None,
-) -> Path:
-    """The plugin library, from a short ordered list of places.
+def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The plugin library: ``explicit`` (``--plugin``), else ``$SPGIM_TST_PLUGIN``, else this package's own build.
+
+    Loading the library runs its code in this process, so it comes only from places the user chose or
+    spgim built: never from an export folder, a path a sidecar names, or the working directory's ``build/``
+    (docs/security.md).
 
     Args:
-        explicit: a path the user gave (``--plugin``); it must exist.
-        near: a folder to look in after ``$SPGIM_TST_PLUGIN`` (the export folder that holds the engines).
-        recorded: the path an engine's sidecar recorded when it was built.
+        explicit: a path the user gave (``--plugin``, ``plugin=``); it must exist.
 
     Returns:
-        The first existing candidate of: ``explicit``, ``$SPGIM_TST_PLUGIN``, ``near/``, ``recorded``,
-        then ``build/native/`` under the source tree and under the working directory.
+        ``explicit``, or the first existing of ``$SPGIM_TST_PLUGIN`` and ``<repository>/build/native/``.
     """
     if explicit is not None:
         if Path(explicit).is_file():
             return Path(explicit)
         raise SpgimError(f"plugin library {explicit} does not exist", exit_code=NO_TENSORRT_EXIT)
-    repo = Path(__file__).resolve().parents[1]
-    candidates = [Path(p) for p in (os.environ.get("SPGIM_TST_PLUGIN"),) if p]
-    if near is not None:
-        candidates.append(Path(near) / PLUGIN_LIBRARY)
-    if recorded:
-        candidates.append(Path(recorded))
-    candidates += [repo / "build" / "native" / PLUGIN_LIBRARY, Path.cwd() / "build" / "native" / PLUGIN_LIBRARY]
+    own_build = Path(__file__).resolve().parents[1] / "build" / "native" / PLUGIN_LIBRARY
+    candidates = [Path(p) for p in (os.environ.get("SPGIM_TST_PLUGIN"),) if p] + [own_build]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise SpgimError(
-        f"{PLUGIN_LIBRARY} not found (looked in $SPGIM_TST_PLUGIN, next to the model and in build/native); "
+        f"{PLUGIN_LIBRARY} not found (looked in $SPGIM_TST_PLUGIN and {own_build.parent}); "
         f"{BUILD_HINT} (or pass --plugin PATH)",
         exit_code=NO_TENSORRT_EXIT,
     )

@@ -8,6 +8,7 @@ Runtime's CPU provider), the on-device pre/post-processing (on torch's CPU devic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -72,9 +73,10 @@ def _fake_engines(source: Path, target: Path) -> Path:
             strongly_typed=True,
             onnx_source=graph,
             artifact_bytes=engine.stat().st_size,
+            artifact_sha256=hashlib.sha256(engine.read_bytes()).hexdigest(),
         )
         if branch == "spgm":
-            sidecar["plugin"] = {**plugin_description(), "library": f"build/native/{PLUGIN_LIBRARY}"}
+            sidecar["plugin"] = {**plugin_description(), "library": PLUGIN_LIBRARY}
         (target / f"{engine.name}.json").write_text(json.dumps(sidecar))
         manifest["artifacts"].append({"branch": branch, "format": "engine", "precision": "fp32", "file": engine.name})
     (target / "spgim-export.json").write_text(json.dumps(manifest))
@@ -125,27 +127,32 @@ def test_engine_sidecar_gpu_must_match_compute_capability() -> None:
         check_engine_gpu(engine, None)
 
 
-def test_the_plugin_library_is_looked_up_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_plugin_library_is_never_taken_from_an_export_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--plugin``, else ``$SPGIM_TST_PLUGIN``, else spgim's own build/native: never the model folder, a path a
+    sidecar names, or the working directory's build/native (loading the library runs its code)."""
     monkeypatch.delenv("SPGIM_TST_PLUGIN", raising=False)
     monkeypatch.chdir(tmp_path)
-    near = tmp_path / "model"
-    near.mkdir()
-    (near / PLUGIN_LIBRARY).write_bytes(b"")
-    recorded = tmp_path / "recorded.so"
-    recorded.write_bytes(b"")
-    assert find_plugin_library(near=near, recorded=recorded) == near / PLUGIN_LIBRARY
-    assert find_plugin_library(near=tmp_path, recorded=recorded) == recorded
-    monkeypatch.setenv("SPGIM_TST_PLUGIN", str(recorded))
-    assert find_plugin_library(near=near) == recorded
-    assert find_plugin_library(near / PLUGIN_LIBRARY) == near / PLUGIN_LIBRARY
+    planted = [tmp_path / "model" / PLUGIN_LIBRARY, tmp_path / "build" / "native" / PLUGIN_LIBRARY]
+    for path in planted:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    own = ROOT / "build" / "native" / PLUGIN_LIBRARY
+    if own.is_file():
+        assert find_plugin_library() == own
+    else:
+        with pytest.raises(SpgimError, match=r"not found .* cmake -S \. -B build/native"):
+            find_plugin_library()
+    chosen = tmp_path / "chosen.so"
+    chosen.write_bytes(b"")
+    monkeypatch.setenv("SPGIM_TST_PLUGIN", str(chosen))
+    assert find_plugin_library() == chosen
+    assert find_plugin_library(planted[0]) == planted[0]  # a path the user passes may be anywhere
     with pytest.raises(SpgimError, match="does not exist"):
         find_plugin_library(tmp_path / "missing.so")
-    monkeypatch.delenv("SPGIM_TST_PLUGIN")
-    if not (ROOT / "build" / "native" / PLUGIN_LIBRARY).is_file():
-        with pytest.raises(SpgimError, match=r"not found .* cmake -S \. -B build/native"):
-            find_plugin_library(near=tmp_path / "nowhere", recorded=tmp_path / "gone.so")
     with pytest.raises(SpgimError, match="cannot load plugin library"):
-        load_plugin_library(recorded)  # an empty file is no shared library
+        load_plugin_library(chosen)  # an empty file is no shared library
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime-cuda", "onnxruntime-trt"])
