@@ -51,7 +51,15 @@ _MANIFEST_ITEM = {"branch": str, "format": str, "precision": str, "file": str}
 
 
 def misfit(value: Any, shape: Any, where: str = "") -> str | None:
-    """The first place where ``value`` does not have ``shape`` (see ``_SIDECAR_SHAPE``), or None."""
+    """The first place where ``value`` does not have ``shape`` (see ``_SIDECAR_SHAPE``), or None.
+
+    Besides the shapes above, a tuple of shapes is any one of them and ``None`` is JSON's null.
+    """
+    if isinstance(shape, tuple):
+        faults = [misfit(value, one, where) for one in shape]
+        return None if None in faults else faults[0]
+    if shape is None:
+        return None if value is None else f"{where} is not null"
     if shape == SIZE:
         fits = isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
         return None if fits else f"{where or 'value'} is not a [width, height] pair"

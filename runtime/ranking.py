@@ -7,18 +7,26 @@ fp32's. The trials are cached next to the model (``spgim-ranking.json``) under a
 export (manifest and sidecars), this machine (CPU model and flags, GPUs), the library versions, the
 working size and the threading asked for (a file job's engines do not spin their idle threads, which
 changes who is fastest), so a new export, another machine or an upgraded library measures again. A
-candidate that fails to open or to run is kept in the cache with its reason and skipped.
+candidate that fails to open or to run is kept in the cache with its reason and skipped, and measured
+again once the failure is :data:`FAILURE_EXPIRY` old. The file is read-modify-written under a lock and
+replaced through a fresh temporary file (a shared or unpacked folder may hold planted symlinks); a cache
+of the wrong shape is measured again, with a note in the line ``auto`` prints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import gc
 import hashlib
 import json
+import os
 import statistics
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .artifacts import MANIFEST, Artifact, ChangedArtifactError
+from .artifacts import MANIFEST, Artifact, ChangedArtifactError, misfit
 from .machine import cpu_facts, gpu_names, library_versions
 from .registry import BACKENDS, BackendOptions, BackendRecord, open_backend, runnable
 from .timing import time_calls
@@ -41,6 +49,11 @@ WARMUP_CALLS = 2
 TIMED_CALLS = 3
 SPGM_TIMED_CALLS = 5  # SPGM alone is the cheaper call and, keyframed, most of a frame
 KEPT_ENTRIES = 8  # rankings of other machines/exports kept in the file, newest first
+# A failed trial (out of memory, plugin not found, a driver hiccup) is retried after an hour: each retry costs
+# a load that may take seconds, so not on every job over the folder, but a freed GPU or a built plugin is
+# picked up the same hour without deleting the cache. What a machine lacks for good (no GPU, no bf16) is
+# found by the backends' probes on every run, before anything is measured.
+FAILURE_EXPIRY = 3600.0
 
 
 @dataclass
@@ -54,9 +67,14 @@ class Trial:
     precision: str
     seconds: float | None = None
     spgm_seconds: float | None = None
-    alpha_mean_diff: float | None = None  # against the first fp32 trial's alpha
+    alpha_mean_diff: float | None = None  # against an fp32 alpha of the same frame
     engine: str = ""
     reason: str | None = None
+    failed_at: float | None = None  # time.time() of the failure; None where it ran
+
+    def expired(self, now: float) -> bool:
+        """Whether this failed trial is old enough to measure again (see :data:`FAILURE_EXPIRY`)."""
+        return self.reason is not None and (self.failed_at is None or now - self.failed_at >= FAILURE_EXPIRY)
 
     @property
     def label(self) -> str:
@@ -91,26 +109,98 @@ def ranking_key(
     return digest.hexdigest()[:32]
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+# What a cache entry must look like to be reused: a tuple is any one of its shapes, None is null.
+_NUMBER = (float, None)
+_TRIAL_SHAPE: dict[str, Any] = {
+    "backend": str,
+    "precision": str,
+    "seconds": _NUMBER,
+    "spgm_seconds": _NUMBER,
+    "alpha_mean_diff": _NUMBER,
+    "engine": str,
+    "reason": (str, None),
+    "failed_at": _NUMBER,
+}
+_TRIAL_KEYS = {"backend", "precision"}  # required; no others than the shape's
+_ENTRY_SHAPE = {"measured_at": str, "machine": dict, "work_hw": [int], "trials": [_TRIAL_SHAPE]}
+
+
+def _empty() -> dict[str, Any]:
+    return {"format": "spgim-ranking", "entries": {}}
+
+
+def _read_cache(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The cache file and, where it exists but cannot be used, why (a missing file is no fault)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {"format": "spgim-ranking", "entries": {}}
+    except FileNotFoundError:
+        return _empty(), None
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON, an integer of 5000 digits
+        return _empty(), f"its file is unreadable ({type(error).__name__})"
+    except RecursionError:  # json's parser recurses once per nesting level
+        return _empty(), "its file is nested too deeply"
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-        return {"format": "spgim-ranking", "entries": {}}
-    return data
+        return _empty(), "its file has no entries object"
+    return data, None
+
+
+def _cached_trials(entry: Any) -> tuple[dict[tuple[str, str], Trial], str | None]:
+    """The trials of a cache entry, or none and why the entry does not have the declared shape."""
+    if entry is None:
+        return {}, None
+    fault = misfit(entry, _ENTRY_SHAPE, "entry")
+    trials = entry.get("trials") if fault is None else None
+    if not isinstance(trials, list):
+        return {}, fault or "entry has no trials"
+    fits = [_TRIAL_KEYS <= t.keys() <= _TRIAL_SHAPE.keys() for t in trials]
+    fault = next((f"entry.trials[{i}] lacks or adds fields" for i, ok in enumerate(fits) if not ok), None)
+    if fault is not None:
+        return {}, fault
+    return {(t["backend"], t["precision"]): Trial(**t) for t in trials}, None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s lock file for a read-modify-write (another job may rank the same folder).
+
+    The lock file is opened without following a symlink: a planted one makes the write fail, not its target change.
+    """
+    descriptor = os.open(
+        path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+    )
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> bool:
-    data = _read_cache(path)
-    entries = {key: entry, **{k: v for k, v in data["entries"].items() if k != key}}
-    data["entries"] = dict(list(entries.items())[:KEPT_ENTRIES])
+    """Put ``entry`` first in the cache file, keeping the other entries that still fit; False where it cannot."""
+    temporary = None
     try:
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-        temporary.replace(path)
+        with _locked(path):
+            data, _ = _read_cache(path)  # again, under the lock: another job may have written since
+            others = {k: v for k, v in data["entries"].items() if k != key and _cached_trials(v)[1] is None}
+            data = {"format": "spgim-ranking", "entries": dict(list({key: entry, **others}.items())[:KEPT_ENTRIES])}
+            try:
+                text = json.dumps(data, indent=2) + "\n"
+            except RecursionError:  # another entry nests about as deep as json reads: write this one alone
+                text = json.dumps({**data, "entries": {key: entry}}, indent=2) + "\n"
+            # A fresh name, created exclusively, then renamed over the cache: a symlink planted at a fixed
+            # temporary name (or at the cache itself) is never written through.
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(descriptor, "w") as handle:
+                os.fchmod(handle.fileno(), 0o644)
+                handle.write(text)
+            os.replace(temporary, path)
+            temporary = None
     except OSError:
         return False
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
     return True
 
 
@@ -147,6 +237,7 @@ def _measure(
     except Exception as error:  # any engine's failure at load or warm-up skips that candidate
         message = str(error).splitlines()[0] if str(error) else ""
         trial.reason = f"{type(error).__name__}: {message}"[:240]
+        trial.failed_at = time.time()
         return trial, None
     finally:
         del backend
@@ -165,16 +256,25 @@ def measure_candidates(
     work_hw: tuple[int, int],
     options: BackendOptions,
 ) -> list[Trial]:
-    """Time each (backend, precision) on a random frame of ``work_hw``; fp32 first, the others compared to it."""
+    """Time each (backend, precision) on a random frame of ``work_hw``; fp32 first, the others compared to it.
+
+    Where no fp32 candidate runs (only fp16 missing from the cache, say), an fp32 reference is run once,
+    untimed, so that every reduced precision that ran has its alpha difference.
+    """
     image = np.random.default_rng(0).random((1, 3, *work_hw), dtype=np.float32)
     ordered = sorted(candidates, key=lambda item: item[1] != "fp32")
-    trials, reference = [], None
+    trials: list[Trial] = []
+    reference, looked = None, False
     for name, precision in ordered:
         record = BACKENDS[name]
         reason = runnable(record, artifacts, precision)
         if reason is not None:
-            trials.append(Trial(name, precision, reason=reason))
+            trials.append(Trial(name, precision, reason=reason, failed_at=time.time()))
             continue
+        if reference is None and precision != "fp32" and not looked:
+            tried = {t.backend for t in trials if t.precision == "fp32"}
+            names = [n for n in dict.fromkeys([*(n for n, _ in ordered), *BACKENDS]) if n not in tried]
+            reference, looked = _fp32_reference(artifacts, names, options, image), True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial, alpha = _measure(record, artifacts, _with_precision(options, precision), image)
@@ -185,6 +285,31 @@ def measure_candidates(
                 trial.alpha_mean_diff = float(np.abs(alpha - reference).mean())
         trials.append(trial)
     return trials
+
+
+def _fp32_reference(
+    artifacts: list[Artifact], names: list[str], options: BackendOptions, image: np.ndarray
+) -> np.ndarray | None:
+    """fp32's alpha of ``image`` from the first of ``names`` that runs fp32 (one untimed call), or None."""
+    fp32 = _with_precision(options, "fp32")
+    for name in names:
+        record = BACKENDS[name]
+        if not record.in_auto or runnable(record, artifacts, "fp32") is not None:
+            continue
+        backend = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                backend = open_backend(record, artifacts, fp32)[0]
+                return np.asarray(backend.infer(image), dtype=np.float32)
+        except ChangedArtifactError:
+            raise
+        except Exception:  # as in _measure: a backend failing here is not the reference; the next one may be
+            continue
+        finally:
+            del backend
+            gc.collect()
+    return None
 
 
 def _with_precision(options: BackendOptions, precision: str) -> BackendOptions:
@@ -200,6 +325,7 @@ class Ranking:
     trials: list[Trial]
     cache: Path | None
     reused: bool
+    note: str | None = None  # why a cached ranking was not used, where it could not be
 
     def choose(self, backend: str, precision: str, keyframe_interval: int = 0) -> Trial:
         """The fastest trial matching ``backend`` (a name or ``"auto"``) and ``precision`` (a name or ``"auto"``).
@@ -230,6 +356,8 @@ class Ranking:
         schedule = f", SPD every {keyframe_interval} frames" if keyframe_interval > 0 else ""
         skipped = "; ".join(f"{t.label} ({t.reason})" for t in self.trials if t.reason)
         where = f"{'reused' if self.reused else 'measured, cached in'} {self.cache}" if self.cache else "not cached"
+        if self.note:
+            where += f" ({self.note})"
         return (
             f"auto picked {picked.label} ({picked.engine}): fastest at {work_hw[1]}x{work_hw[0]}{schedule}, "
             f"{1e3 * picked.per_frame(keyframe_interval):.0f} ms/frame"
@@ -246,16 +374,17 @@ def rank(
     work_hw: tuple[int, int],
     options: BackendOptions,
 ) -> Ranking:
-    """The cached trials for this export, machine and working size, measuring the candidates not yet in the cache."""
+    """The cached trials for this export, machine and working size, measuring the candidates not yet in the cache
+    (and the failures that have expired)."""
     folder = Path(model_dir)
     key = ranking_key(folder, artifacts, work_hw, options)
     path = folder / RANKING_FILE
-    entry = _read_cache(path)["entries"].get(key)
-    try:
-        known = {(t["backend"], t["precision"]): Trial(**t) for t in (entry or {}).get("trials", [])}
-    except (TypeError, KeyError):  # written by another spgim version: measure again
-        known = {}
-    missing = [item for item in candidates if item not in known]
+    data, fault = _read_cache(path)
+    known, entry_fault = _cached_trials(data["entries"].get(key))
+    fault = fault or entry_fault
+    note = f"cached ranking ignored, {fault}: measured again" if fault else None
+    now = time.time()
+    missing = [item for item in candidates if item not in known or known[item].expired(now)]
     if missing:
         for trial in measure_candidates(artifacts, missing, work_hw, options):
             known[(trial.backend, trial.precision)] = trial
@@ -266,5 +395,5 @@ def rank(
             "trials": [asdict(t) for t in known.values()],
         }
         saved = _write_cache(path, key, entry)
-        return Ranking([known[item] for item in candidates], path if saved else None, reused=False)
+        return Ranking([known[item] for item in candidates], path if saved else None, reused=False, note=note)
     return Ranking([known[item] for item in candidates], path, reused=True)
