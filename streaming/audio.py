@@ -1,5 +1,10 @@
 """Audio passed through to an output: probed before the first packet is written, re-timed while remuxed.
 
+Each output route owns what it changes: it remuxes its own copy of a packet (:func:`copy_packet`;
+re-timing and muxing rewrite a packet's fields, and a publisher muxes on its own thread) and decodes
+through its own decoder (:func:`open_decoder`; a codec context keeps state from packet to packet, so one
+shared by two routes would be fed every packet twice, or by two threads at once).
+
 Strict muxers (MP4, MOV) refuse a packet without timestamps or whose decoding time does not
 increase ("Invalid argument"); Matroska and AVI inputs carry both kinds (laced blocks, splices,
 millisecond rounding). Each input track is probed once, from its first packets, with a second
@@ -26,6 +31,32 @@ def frame_samples(codec: str, sample_rate: int) -> int | None:
     if codec == "mp3" and 0 < sample_rate < 32000:
         return 576
     return _FRAME_SAMPLES.get(codec)
+
+
+def copy_packet(packet: Any) -> Any:
+    """A packet of its own with ``packet``'s bytes, timestamps, duration, flags and side data."""
+    import av
+
+    copy = av.Packet(bytes(packet))
+    copy.time_base = packet.time_base
+    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
+    copy.is_keyframe = packet.is_keyframe
+    for side in packet.iter_sidedata():
+        copy.set_sidedata(side)
+    return copy
+
+
+def open_decoder(track: AudioTrack) -> Any:
+    """A decoder of its own for ``track``, set up from the input stream's parameters (rate, layout, extradata)."""
+    import av
+
+    template = track.stream.codec_context
+    decoder = av.CodecContext.create(template.codec.name, "r")
+    decoder.sample_rate = template.sample_rate
+    decoder.layout = template.layout
+    if template.extradata:
+        decoder.extradata = template.extradata
+    return decoder
 
 
 def probe_audio_timing(path: str, stream_indices: list[int], packets: int = PROBE_PACKETS) -> dict[int, AudioTiming]:
@@ -89,6 +120,7 @@ class PacketRetimer:
         self.last_duration: int | None = self.step
         self.clock: int | None = None  # in samples, when re-timing from sample counts
         self.repaired = 0
+        self.decoder: Any = None  # Opus, Vorbis, FLAC: packets are decoded to count their samples
 
     def __call__(self, packet: Any) -> None:
         if self.from_samples and self.rate:
@@ -134,7 +166,9 @@ class PacketRetimer:
         if self.pcm_bytes:
             return packet.size // self.pcm_bytes
         # Opus, Vorbis, FLAC: the packet says how long it is only once decoded.
-        decoded = self.track.stream.codec_context.decode(packet)
+        if self.decoder is None:
+            self.decoder = open_decoder(self.track)
+        decoded = self.decoder.decode(packet)
         return sum(frame.samples for frame in decoded) or (
             round(packet.duration * packet.time_base * self.rate) if packet.duration and packet.time_base else 0
         )

@@ -7,12 +7,20 @@ timestamp, so the frame count and variable frame rate survive; the display rotat
 odd sizes are encoded 4:4:4 where 4:2:0 needs even sides. Audio packets are remuxed untouched when
 the container takes the codec (re-timed where their timestamps are missing or out of order), otherwise
 re-encoded (AAC, Opus for WebM) and a note says so; a track the muxer still refuses mid-job is
-dropped from that output with a note, and the video is finished without it.
+dropped from that output with a note, and the video is finished without it. Each audio route remuxes
+its own copy of every packet and decodes through its own decoder (see :mod:`.audio`).
+
+A timestamp that jumps back by more than a frame (a spliced or looped input) continues the output's
+clock one frame on from the last frame instead of squeezing the frames one tick apart; a published
+stream also closes up a forward jump of more than :data:`LIVE_GAP_S`, so its viewers do not wait
+through it. A failure of the codec, the muxer or the destination's socket is one :class:`SpgimError`
+line naming the output; closing finishes the file (trailer included) or says why it could not.
 """
 
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +32,7 @@ import numpy as np
 
 from spgim.errors import SpgimError
 
-from .audio import PacketRetimer, frame_samples
+from .audio import PacketRetimer, copy_packet, frame_samples, open_decoder
 from .composite import upright
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
 
@@ -103,6 +111,7 @@ STREAM_FORMATS = {  # FFmpeg's muxer per destination scheme, and the audio it ca
     "udp": Container(".ts", "h264", None, _BASIC_AUDIO),
     "tcp": Container(".ts", "h264", None, _BASIC_AUDIO),
 }
+LIVE_GAP_S = 1.0  # a published stream's timestamps never jump forward by more than this
 _AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 _IMAGE_FORMAT = {"composite": "rgb24", "alpha": "gray", "foreground": "rgba"}
 
@@ -164,14 +173,24 @@ def _quality_options(
     return options
 
 
+def failure_reason(error: BaseException) -> str:
+    """One line for an error of PyAV, FFmpeg or a socket, without the URL FFmpeg's message repeats."""
+    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return " ".join(str(reason).split()).rstrip(".")
+
+
 class Output(abc.ABC):
-    """One output being written; see :func:`open_output`."""
+    """One output being written; see :func:`open_output`.
+
+    ``publishes`` marks a network destination: when a job ends, files are finalised first, then these.
+    """
 
     path: Path
     kind: str
     codec: str
     notes: list[str]
     frames_written: int
+    publishes: bool = False
 
     @abc.abstractmethod
     def write(self, frame: VideoFrame, image: np.ndarray) -> None:
@@ -181,8 +200,16 @@ class Output(abc.ABC):
         """Mux (or re-encode) one input audio packet; outputs without audio ignore it."""
         return None
 
-    def close(self) -> None:
-        """Flush and finalise; safe to call twice and after a failure."""
+    def close(self, hurry: threading.Event | None = None) -> None:
+        """Flush and finalise; safe to call twice and after a failure.
+
+        Args:
+            hurry: set when the job must end now (a second Ctrl-C): a network destination then stops
+                waiting for its peer; a file is still finished.
+
+        Raises:
+            SpgimError: the output could not be finished (a full disk, say); it is closed all the same.
+        """
         return None
 
 
@@ -267,7 +294,9 @@ class VideoOutput(Output):
         self.notes: list[str] = []
         self.frames_written = 0
         self.closed = False
+        self.broken = False  # a write failed: the muxer's state is unknown, nothing more is encoded into it
         self.last_pts: int | None = None
+        self.shift = 0  # added to the input's timestamps after a jump (see _timestamp)
         odd = info.width % 2 or info.height % 2
         if codec == "h265" and info.width < 64:
             raise SpgimError(f"H.265 needs frames at least 64 pixels wide (these are {info.width}); use h264")
@@ -351,9 +380,10 @@ class VideoOutput(Output):
 
         try:
             self._write(frame, image)
-        except av.error.FFmpegError as error:
-            # strerror, not str(error): FFmpeg's message repeats the URL, credentials included.
-            raise SpgimError(f"cannot encode {self.label}: {error.strerror or error}") from None
+        except (av.error.FFmpegError, OSError) as error:
+            # A socket's OSError reaches here through PyAV's I/O callback (an SRT destination gone).
+            self.broken = True
+            raise SpgimError(f"cannot encode {self.label}: {failure_reason(error)}") from None
 
     def _write(self, frame: VideoFrame, image: np.ndarray) -> None:
         import av
@@ -365,18 +395,31 @@ class VideoOutput(Output):
             picture = av.VideoFrame.from_ndarray(planes.astype(np.uint8, copy=False), format="yuv420p")
         else:
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=_IMAGE_FORMAT[self.kind])
-        pts = frame.pts if frame.pts is not None and frame.time_base == self.info.time_base else None
-        if pts is None:
-            pts = self.frames_written if self.last_pts is None else self.last_pts + 1
-            if frame.pts is not None:
-                pts = round(frame.pts * frame.time_base / self.info.time_base)
-        if self.last_pts is not None and pts <= self.last_pts:
-            pts = self.last_pts + 1  # encoders refuse repeated timestamps
+        pts = self._timestamp(frame)
         picture.pts, picture.time_base = pts, self.info.time_base
         self.last_pts = pts
         for packet in self.video.encode(picture):
             self.container.mux(packet)
         self.frames_written += 1
+
+    def _timestamp(self, frame: VideoFrame) -> int:
+        """The frame's timestamp in the output's time base: the input's, strictly rising, without long jumps."""
+        if frame.pts is None:
+            return self.frames_written if self.last_pts is None else self.last_pts + 1
+        own = (
+            frame.pts
+            if frame.time_base == self.info.time_base
+            else round(frame.pts * frame.time_base / self.info.time_base)
+        )
+        pts = own + self.shift
+        if self.last_pts is None:
+            return pts
+        step = max(1, round(1 / ((self.info.rate or Fraction(25)) * self.info.time_base)))  # one frame, in ticks
+        longest = round(LIVE_GAP_S / self.info.time_base) if self.destination.live else None
+        if pts < self.last_pts - step or (longest is not None and pts > self.last_pts + longest):
+            self.shift += self.last_pts + step - pts  # continue one frame on from here, and for what follows
+            return self.last_pts + step
+        return max(pts, self.last_pts + 1)  # encoders refuse repeated timestamps
 
     def write_audio(self, packet: AudioPacket) -> None:
         """Remux or re-encode one packet; a track the muxer still refuses is dropped, the video goes on."""
@@ -387,28 +430,37 @@ class VideoOutput(Output):
             return
         try:
             route.write(self.container, packet.packet)
+        except OSError as error:  # the destination's socket: the whole output is gone, not one track
+            self.broken = True
+            raise SpgimError(f"cannot send to {self.label}: {failure_reason(error)}") from None
         except av.error.FFmpegError as error:
             del self.audio[packet.track]
             self.dropped_audio.append(route)
             when = packet.packet.pts
             seconds = f" at {float(when * packet.packet.time_base):.2f} s" if when is not None else ""
             self.notes.append(
-                f"{self.label}: audio track {packet.track} stopped{seconds} ({error}); "
+                f"{self.label}: audio track {packet.track} stopped{seconds} ({failure_reason(error)}); "
                 "the video was finished without the rest of it"
             )
 
-    def close(self) -> None:
+    def close(self, hurry: threading.Event | None = None) -> None:
+        """Flush the encoders and write the trailer; the container is closed even when that fails."""
         import av
 
         if self.closed:
             return
         self.closed = True
         try:
-            self._flush()
-        except av.error.FFmpegError as error:
-            self.notes.append(f"{self.label}: the encoders could not be flushed ({error}); frames may miss")
-        finally:
+            if not self.broken:  # muxing after a failed header write crashes FFmpeg (PyAV 18.1)
+                self._flush()
+        except (av.error.FFmpegError, OSError) as error:
+            self.notes.append(
+                f"{self.label}: the encoders could not be flushed ({failure_reason(error)}); frames may miss"
+            )
+        try:
             self.container.close()
+        except (av.error.FFmpegError, OSError) as error:
+            raise SpgimError(f"cannot finish {self.label}: {failure_reason(error)}") from None
 
     def _flush(self) -> None:
         for packet in self.video.encode(None):
@@ -424,21 +476,27 @@ class VideoOutput(Output):
 
 
 class _AudioRoute:
-    """How one input audio track reaches an output: remuxed through a retimer, or decoded and re-encoded."""
+    """How one input audio track reaches an output: remuxed through a retimer, or decoded and re-encoded.
+
+    The route never changes the packet it is given (other outputs, on other threads, get the same one):
+    it remuxes a copy, and decodes with a decoder of its own.
+    """
 
     def __init__(
         self, track: AudioTrack, stream: Any, *, retimer: PacketRetimer | None = None, resampler: Any = None
     ) -> None:
         self.track, self.stream, self.retimer, self.resampler = track, stream, retimer, resampler
+        self.decoder: Any = open_decoder(track) if resampler is not None else None
         self.samples = 0  # given to the encoder: its timestamps, whatever the input's say
 
     def write(self, container: Any, packet: Any) -> None:
         if self.retimer is not None:
-            self.retimer(packet)
-            packet.stream = self.stream
-            container.mux(packet)
+            own = copy_packet(packet)
+            self.retimer(own)
+            own.stream = self.stream
+            container.mux(own)
             return
-        for decoded in self.track.stream.codec_context.decode(packet):
+        for decoded in self.decoder.decode(packet):
             self._encode(container, self.resampler.resample(decoded))
 
     def _encode(self, container: Any, chunks: list[Any]) -> None:
@@ -451,6 +509,8 @@ class _AudioRoute:
     def flush(self, container: Any) -> None:
         if self.resampler is None:
             return
+        for decoded in self.decoder.decode(None):  # what the decoder still holds (Opus, Vorbis: a frame's delay)
+            self._encode(container, self.resampler.resample(decoded))
         self._encode(container, self.resampler.resample(None))
         for encoded in self.stream.encode(None):
             container.mux(encoded)

@@ -87,7 +87,14 @@ _TONE_HZ = 440.0
 _TIME_BASES = {".mkv": Fraction(1, 1000), ".webm": Fraction(1, 1000)}
 _CODEC_TIME_BASES = {"mpeg4": Fraction(1, 30000)}
 _DEFAULT_TIME_BASE = Fraction(1, 90000)
-_AUDIO_CODECS = {"aac": "aac", "mp3": "libmp3lame", "pcm_s16le": "pcm_s16le", "opus": "libopus", "vorbis": "vorbis"}
+_AUDIO_CODECS = {
+    "aac": "aac",
+    "ac3": "ac3",
+    "mp3": "libmp3lame",
+    "pcm_s16le": "pcm_s16le",
+    "opus": "libopus",
+    "vorbis": "vorbis",
+}
 
 
 # --- real clips ---------------------------------------------------------------------------------
@@ -239,7 +246,7 @@ def make_clip(
         fps: nominal frame rate; with ``vfr`` the highest rate.
         codec: video encoder (``libx264``, ``libx265``, ``libvpx-vp9``, ``mjpeg``, ``mpeg4``...).
         rotation: counter-clockwise degrees written as the stream's display matrix (0 writes none).
-        audio: ``None``, ``"aac"``, ``"mp3"``, ``"pcm_s16le"``, ``"opus"`` or ``"vorbis"``: a 440 Hz
+        audio: ``None``, ``"aac"``, ``"ac3"``, ``"mp3"``, ``"pcm_s16le"``, ``"opus"`` or ``"vorbis"``: a 440 Hz
             tone at 48 kHz mono lasting as long as the video.
         vfr: irregular timestamps: each gap is 1, 2 or 3 nominal frame durations, drawn from ``seed``.
         pix_fmt: encoder pixel format; default yuv420p, or yuv444p for x264/x265 at an odd size.
