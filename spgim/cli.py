@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from spgim import __version__
 from spgim.errors import SpgimError
@@ -38,12 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a command as Ctrl-C does (``docker stop``, a service manager), outputs finalised.
+
+    A matting job installs its own handlers while its pipeline runs (see :mod:`spgim.streaming.job`); this one
+    covers the rest of the command, before and after, so that a late second signal is not a kill either.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.handler(args)
+        with _sigterm_as_interrupt():
+            result = args.handler(args)
     except SpgimError as error:
         print(f"spgim {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -1,8 +1,10 @@
 """``matte_video``: one call from an input (file, folder, URL, webcam) to finalised output files.
 
 The Python face of ``spgim matte``. Outputs are opened before the first frame (an unwritable path
-fails at once) and always closed in the caller's thread after the pipeline stops, so that after
-the end, an error, a dropped live source, Ctrl-C or SIGTERM, what was written plays.
+fails at once); from then on the pipeline's writer thread finishes them (see :mod:`.pipeline`), files
+first, so that after the end, an error, a dropped live source, Ctrl-C or SIGTERM, what was written
+plays. Ctrl-C and SIGTERM stop the job; a second one hurries it (network destinations are abandoned,
+files are still finished), so a container manager's grace period is spent on the recording.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from spgim.errors import SpgimError
 
 from .composite import Background
 from .frames import VideoFrame
-from .pipeline import Output, Pipeline, Plan
+from .pipeline import Output, Pipeline, Plan, close_outputs
 from .sources import open_source
 from .urls import redact
 
@@ -82,20 +84,24 @@ def _stderr(message: str) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the job like Ctrl-C (only the main thread may install handlers)."""
+def _signals_interrupt(pipeline: Pipeline) -> Iterator[None]:
+    """Ctrl-C and SIGTERM call :meth:`Pipeline.interrupt` while it runs (only the main thread may install handlers).
+
+    The handlers raise nothing: an exception could land in the middle of finishing a file.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        pipeline.interrupt()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def matte_video(
@@ -208,6 +214,7 @@ def matte_video(
     outputs: dict[str, list[Output]] = {}
     notes: list[str] = []
     back: Background | None = None
+    pipeline: Pipeline | None = None
     try:
         alone = sum(len(paths) for paths in wanted.values()) == 1
         for kind, paths in wanted.items():
@@ -238,7 +245,7 @@ def matte_video(
         def on_frame(frame: VideoFrame, images: dict[str, np.ndarray]) -> None:
             if bar is not None:
                 bar.update(1)
-            if reporter is not None:
+            if reporter is not None and pipeline is not None:
                 reporter.tick(pipeline)
             if show is not None:
                 show(images)
@@ -248,26 +255,26 @@ def matte_video(
         paced = not info.live and any(is_destination(path) for paths in wanted.values() for path in paths)
         plan = Plan(outputs, back, device=device, batch=batch, duration=live_duration, on_frame=on_frame, paced=paced)
         pipeline = Pipeline(opened, matter, plan)
-        interrupted, error = False, None
+        error = None
         try:
-            with _sigterm_as_interrupt():
-                pipeline.run()
-        except KeyboardInterrupt:
-            interrupted = True
+            with _signals_interrupt(pipeline):
+                pipeline.run()  # from here on the pipeline's threads close the source, background and outputs
         except SpgimError as failure:
             error = failure
         finally:
             if bar is not None:
                 bar.close()
     finally:
-        opened.close()
-        if back is not None:
-            back.close()
+        if pipeline is None:  # set-up failed: nothing else uses what was opened
+            opened.close()
+            if back is not None:
+                back.close()
+            close_outputs(outputs)
         for targets in outputs.values():
             for target in targets:
-                target.close()
                 notes.extend(getattr(target, "notes", []))
     stats = pipeline.stats
+    interrupted = pipeline.interrupted
     result = MatteResult(
         source=info.description,
         backend=backend_name,

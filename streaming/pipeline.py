@@ -3,9 +3,15 @@
 Bounded queues keep memory flat on long inputs and let the stages overlap (PyAV's decoders and
 encoders, ONNX Runtime and numpy release the GIL). In live mode the queue in front of the model
 keeps only the newest frames: when the model is slower than the source, the oldest decoded frames
-are dropped and counted, so the output never falls behind. Whatever stops the job (the end, an
-error, a dropped live source, Ctrl-C, SIGTERM), the outputs are finalised by the caller's thread
-after the writer has stopped, so what was written plays.
+are dropped and counted, so the output never falls behind.
+
+Each stage closes what it uses, in its own thread, when it stops: the decoder the source, the
+compositor the background, the writer the outputs (files first, then network destinations, every
+one even when another fails), so no container is ever closed while another thread still uses it.
+Whatever stops the job (the end, an error, a dropped live source, :meth:`Pipeline.interrupt` on
+Ctrl-C or SIGTERM), the writer finishes the files, so what was written plays. A second interrupt
+hurries it: network destinations are given :data:`~spgim.streaming.publish.HURRY_S` instead of their
+drain time, files are still finished; :data:`ABANDON_S` after that, :meth:`Pipeline.run` returns anyway.
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ from .frames import AudioPacket, VideoFrame, VideoInfo
 from .sources import Source
 
 _END = object()  # sentinel that flows through every queue at the end of the input
+ABANDON_S = 10.0  # after a hurry, how long run() still waits for the writer to finish the outputs
+PACED_GAP_S = 1.0  # paced reading never waits longer than this for one frame (a gap in the input's timestamps)
 
 
 class Output(Protocol):
-    """What the writer needs of an output file (see :mod:`spgim.streaming.sinks`)."""
+    """What the writer needs of an output (see :mod:`spgim.streaming.outputs` and :mod:`~spgim.streaming.publish`)."""
+
+    publishes: bool  # a network destination, finished after the files
 
     def write(self, frame: VideoFrame, image: np.ndarray) -> None: ...
     def write_audio(self, packet: AudioPacket) -> None: ...
-    def close(self) -> None: ...
+    def close(self, hurry: threading.Event | None = None) -> None: ...
 
 
 MatteFn = Callable[[np.ndarray], np.ndarray]
@@ -121,7 +131,10 @@ class Pipeline:
         self.info: VideoInfo = source.info
         self.stats = Stats()
         self.stop = threading.Event()
+        self.hurry = threading.Event()
+        self.interrupted = False
         self.errors: list[BaseException] = []
+        self.close_errors: list[BaseException] = []
         live = self.info.live
         self.decoded: LatestQueue | BlockingQueue = LatestQueue(2, self._dropped) if live else BlockingQueue(queue_size)
         self.matted = BlockingQueue(queue_size)
@@ -130,8 +143,21 @@ class Pipeline:
     def _dropped(self) -> None:
         self.stats.dropped += 1
 
+    def interrupt(self) -> None:
+        """Stop the job (Ctrl-C, SIGTERM); a second call hurries the outputs' finishing. Safe from a signal handler."""
+        if self.interrupted:
+            self.hurry.set()
+        self.interrupted = True
+        self.stop.set()
+
     def run(self) -> Stats:
-        """Run to the end of the input, an error or an interrupt; raises the first error after cleaning up."""
+        """Run to the end of the input, an error or :meth:`interrupt`, until the writer has finished the outputs.
+
+        Owns the source, the background and the outputs from here on: each stage closes what it uses.
+
+        Raises:
+            SpgimError: the first error of a stage (else of finishing an output), after the outputs are finished.
+        """
         stages = [
             threading.Thread(target=self._guard, args=(self._read,), name="spgim-decode", daemon=True),
             threading.Thread(target=self._guard, args=(self._infer,), name="spgim-matte", daemon=True),
@@ -140,16 +166,27 @@ class Pipeline:
         ]
         for stage in stages:
             stage.start()
-        try:
-            while stages[-1].is_alive():
-                stages[-1].join(0.2)
-        finally:
-            self.stop.set()
-            for stage in stages:
-                stage.join(10.0)
-            self.stats.finished = time.monotonic()
-        if self.errors:
-            error = self.errors[0]
+        writer, hurried = stages[-1], None
+        while writer.is_alive():
+            try:
+                writer.join(0.1)
+            except KeyboardInterrupt:  # no handler installed by the caller: Ctrl-C arrives as an exception
+                self.interrupt()
+            if self.hurry.is_set():
+                hurried = hurried or time.monotonic()
+                if time.monotonic() - hurried > ABANDON_S:
+                    self.close_errors.append(SpgimError("the outputs could not be finished in time; abandoned"))
+                    break
+        self.stop.set()
+        self.stats.finished = time.monotonic()
+        # The other stages see the stop within a model call or a network read; a process that exits while
+        # an engine's thread is mid-call aborts ("terminate called without an active exception").
+        deadline = time.monotonic() + ABANDON_S
+        for stage in stages[:-1]:
+            stage.join(max(0.0, deadline - time.monotonic()))
+        errors = self.errors or self.close_errors
+        if errors:
+            error = errors[0]
             if isinstance(error, SpgimError):
                 raise error
             raise SpgimError(f"matting stopped: {type(error).__name__}: {str(error)[:200]}") from None
@@ -171,12 +208,18 @@ class Pipeline:
         return _END
 
     def _read(self) -> None:
-        origin: tuple[float, float] | None = None  # (clock, frame time) of the first frame, when paced
+        origin: tuple[float, float] | None = None  # (clock, frame time) the pace is measured from
+        previous: float | None = None  # the last frame's time, when paced
+        items = self.source.items(self.stop)
         try:
-            for item in self.source.items(self.stop):
+            for item in items:
                 if isinstance(item, VideoFrame):
                     if self.plan.paced and item.time is not None:
-                        origin = origin or (time.monotonic(), item.time)
+                        # A jump in the input's timestamps (back, or forward by more than PACED_GAP_S) is not
+                        # waited through: the pace starts again from this frame.
+                        if origin is None or previous is None or not 0 <= item.time - previous <= PACED_GAP_S:
+                            origin = (time.monotonic(), item.time)
+                        previous = item.time
                         wait = origin[0] + (item.time - origin[1]) - time.monotonic()
                         if wait > 0 and self.stop.wait(wait):
                             return
@@ -188,6 +231,10 @@ class Pipeline:
                     return
         finally:
             self.decoded.put(_END, self.stop)
+            try:
+                getattr(items, "close", lambda: None)()  # a generator: run its cleanup before the source goes
+            finally:
+                self.source.close()
 
     def _infer(self) -> None:
         rotation = self.info.rotation
@@ -212,6 +259,13 @@ class Pipeline:
                 return
 
     def _composite(self) -> None:
+        try:
+            self._composite_frames()
+        finally:
+            if self.plan.background is not None:
+                self.plan.background.close()
+
+    def _composite_frames(self) -> None:
         outputs, background = self.plan.outputs, self.plan.background
         while True:
             item = self._get(self.matted)
@@ -234,6 +288,12 @@ class Pipeline:
                 return
 
     def _write(self) -> None:
+        try:
+            self._write_frames()
+        finally:
+            self.close_errors += close_outputs(self.plan.outputs, self.hurry)
+
+    def _write_frames(self) -> None:
         outputs, on_frame = self.plan.outputs, self.plan.on_frame
         while True:
             item = self._get(self.encoded)
@@ -255,3 +315,18 @@ class Pipeline:
             self.stats.latencies.append(now - frame.captured)
             if on_frame is not None:
                 on_frame(frame, images)
+
+
+def close_outputs(outputs: dict[str, list[Output]], hurry: threading.Event | None = None) -> list[BaseException]:
+    """Close every output, files first, then network destinations; returns the errors, in order.
+
+    Every output is closed even when another fails: one full disk must not leave the other files unfinished.
+    """
+    errors: list[BaseException] = []
+    everything = [output for targets in outputs.values() for output in targets]
+    for output in sorted(everything, key=lambda output: getattr(output, "publishes", False)):
+        try:
+            output.close(hurry)
+        except Exception as error:
+            errors.append(error)
+    return errors
