@@ -147,10 +147,12 @@ class SrtRelay(_Process):
 
     (With listeners on both sides, srt-live-transmit 1.5.1 stops accepting players for good once a
     player has left while the publisher was away; a publisher over UDP keeps the relay simple.)
+    ``srt_port`` listens on that port again (a listener restarted after :meth:`stop`).
     """
 
-    def __init__(self, folder: Path, *, sink: Path | None = None) -> None:
-        self.input_port, self.srt_port = free_udp_base(2), free_udp_base(2)
+    def __init__(self, folder: Path, *, sink: Path | None = None, srt_port: int | None = None) -> None:
+        self.input_port, self.srt_port = free_udp_base(2), srt_port or free_udp_base(2)
+        self.sink = sink
         self.log = folder / "srt-live-transmit.log"
         listener = f"srt://{HOST}:{self.srt_port}?mode=listener"
         if sink is None:
@@ -172,6 +174,20 @@ class SrtRelay(_Process):
 
     def play_url(self) -> str:
         return f"srt://{HOST}:{self.srt_port}"
+
+    def settle(self, quiet: float = 0.5, longest: float = 5.0) -> None:
+        """Wait until the sink has not grown for ``quiet`` seconds: the last packets a publisher sent before
+        closing reach the file up to the receiver's latency later, and :meth:`stop` would cut them off."""
+        if self.sink is None:
+            return
+        deadline, size, since = time.monotonic() + longest, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now_size = self.sink.stat().st_size if self.sink.exists() else 0
+            if now_size != size:
+                size, since = now_size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
 
 
 class Publisher(_Process):

@@ -165,6 +165,8 @@ def test_the_matte_is_published_live_and_recorded(protocol: str, matter: Matter,
         )
         if play:
             reader.join(30)
+        if protocol == "srt":
+            server.settle()
     finally:
         if server is not None:
             server.stop()
