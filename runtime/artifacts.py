@@ -212,7 +212,7 @@ def _sha256(path: Path) -> str:
             if key not in _DIGESTS:
                 _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as error:
-        raise ChangedArtifactError(f"{path} cannot be read ({error.strerror}): export again") from None
+        raise ChangedArtifactError(f"{path} cannot be read to check its sha256 ({error.strerror})") from None
     return _DIGESTS[key]
 
 
