@@ -50,6 +50,7 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tcp_server(*, drop: bool) -> Iterator[int]:
     """A TCP server on 127.0.0.1: with ``drop`` it reads each connection for half a second, then resets it;
     without, it accepts and never reads (its receive buffer small). Yields its port."""
+
     def accept_then_reset(connection: socket.socket) -> None:
         connection.settimeout(0.1)
         until = time.monotonic() + 0.5
