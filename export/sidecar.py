@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,14 @@ def write_sidecar(artifact: str | os.PathLike[str], description: dict[str, Any])
     payload.update(description)
     payload["artifact_bytes"] = Path(artifact).stat().st_size
     payload["artifact_sha256"] = file_sha256(artifact)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, target)
+    # A fresh temporary file (never a fixed name, which a planted symlink could redirect), renamed over the target.
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide it from the folder's other users
+            handle.write(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return target
