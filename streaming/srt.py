@@ -12,45 +12,96 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from spgim.errors import SpgimError
 
 from .urls import redact
 
-_NAMES = ("libsrt.so.1.5", "libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", "libsrt.so")
-INSTALL_HINT = "srt:// needs libsrt 1.5 (Debian: apt install libsrt1.5-gnutls; PyAV's FFmpeg is built without SRT)"
+# Debian/Ubuntu name the library by flavour and ABI (libsrt1.5-gnutls, libsrt1.4-openssl...); libsrt.so is the
+# unversioned development link, which may point to any release: every candidate is checked before use.
+_NAMES = (
+    *(f"libsrt{flavour}.so.{abi}" for abi in ("1.5", "1.4") for flavour in ("", "-gnutls", "-openssl")),
+    "libsrt.so",
+)
+# 1.4.2 is the first release with srt_getversion, so the first whose version can be checked; the functions,
+# option numbers and error codes used here are the same in srt.h from 1.4.2 to 1.5.x (1.5.1 is the one tested).
+# A 2.x may renumber them: it is refused rather than misconfigured.
+MIN_VERSION = (1, 4, 2)
+INSTALL_HINT = (
+    "srt:// needs libsrt 1.4.2 or a later 1.x "
+    "(Debian: apt install libsrt1.5-gnutls; PyAV's FFmpeg is built without SRT)"
+)
 PAYLOAD = 1316  # seven 188-byte MPEG-TS packets: SRT's live-mode payload
 
-# From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, stable across 1.4 and 1.5.
+# From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, the same from 1.4.2 to 1.5.
 _LINGER, _RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 7, 14, 13, 23, 26, 36, 46
 _TIMEOUT_ERRORS = (6002, 6003)  # SRT_EASYNCRCV, SRT_ETIMEOUT
+# Every function called, resolved when the library is loaded: one missing is the install hint, not a traceback.
+_SIGNATURES: dict[str, tuple[list[Any] | None, Any]] = {
+    "srt_getversion": ([], ctypes.c_uint32),
+    "srt_startup": ([], ctypes.c_int),
+    "srt_setloglevel": ([ctypes.c_int], None),
+    "srt_create_socket": ([], ctypes.c_int),
+    "srt_setsockflag": ([ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
+    "srt_connect": ([ctypes.c_int, ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
+    "srt_recvmsg": ([ctypes.c_int, ctypes.c_char_p, ctypes.c_int], ctypes.c_int),
+    "srt_send": ([ctypes.c_int, ctypes.c_char_p, ctypes.c_int], ctypes.c_int),
+    "srt_close": ([ctypes.c_int], ctypes.c_int),
+    "srt_getlasterror": ([ctypes.c_void_p], ctypes.c_int),
+    "srt_getlasterror_str": ([], ctypes.c_char_p),
+}
 _library: ctypes.CDLL | None = None
 _lock = threading.Lock()
+
+
+def version_text(number: int) -> str:
+    """``srt_getversion()``'s number (0xMMmmpp) as ``major.minor.patch``."""
+    return f"{number >> 16}.{(number >> 8) & 0xFF}.{number & 0xFF}"
+
+
+def usable_version(number: int) -> bool:
+    """True for a libsrt version spgim can drive: at least :data:`MIN_VERSION`, major 1."""
+    found = (number >> 16, (number >> 8) & 0xFF, number & 0xFF)
+    return found >= MIN_VERSION and found[0] == MIN_VERSION[0]
+
+
+def load_library(names: tuple[str, ...] = _NAMES) -> ctypes.CDLL:
+    """The first of ``names`` that loads, has every function spgim calls and a usable version; started.
+
+    Raises:
+        SpgimError: none does (the install hint, with what was found).
+    """
+    found = []
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        try:
+            for symbol, (arguments, result) in _SIGNATURES.items():
+                function = getattr(lib, symbol)
+                function.argtypes, function.restype = arguments, result
+        except AttributeError:
+            found.append(f"{name} lacks {symbol}")
+            continue
+        number = lib.srt_getversion()
+        if not usable_version(number):
+            found.append(f"{name} is {version_text(number)}")
+            continue
+        lib.srt_setloglevel(3)  # errors only: libsrt's warnings would go to the user's terminal
+        if lib.srt_startup() < 0:
+            raise SpgimError(f"libsrt could not start: {lib.srt_getlasterror_str().decode(errors='replace')}")
+        return lib
+    raise SpgimError(f"{INSTALL_HINT}; found {', '.join(found)}" if found else INSTALL_HINT)
 
 
 def _lib() -> ctypes.CDLL:
     global _library
     with _lock:
         if _library is None:
-            for name in _NAMES:
-                try:
-                    lib = ctypes.CDLL(name)
-                    break
-                except OSError:
-                    continue
-            else:
-                raise SpgimError(INSTALL_HINT)
-            lib.srt_getlasterror_str.restype = ctypes.c_char_p
-            lib.srt_getlasterror.argtypes = [ctypes.c_void_p]
-            lib.srt_recvmsg.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-            lib.srt_send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-            lib.srt_setsockflag.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-            lib.srt_connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-            lib.srt_setloglevel(3)  # errors only: libsrt's warnings would go to the user's terminal
-            if lib.srt_startup() < 0:
-                raise SpgimError(f"libsrt could not start: {lib.srt_getlasterror_str().decode()}")
-            _library = lib
+            _library = load_library()
         return _library
 
 
