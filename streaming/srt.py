@@ -11,7 +11,7 @@ import ctypes
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -111,8 +111,9 @@ class SrtAddress:
 
     host: str
     port: int
-    streamid: str | None = None
-    passphrase: str | None = None
+    # Kept out of repr: a passphrase is a secret, and a stream id may carry one ("publish:path:user:pass").
+    streamid: str | None = field(default=None, repr=False)
+    passphrase: str | None = field(default=None, repr=False)
     latency_ms: int | None = None
 
 
@@ -134,7 +135,10 @@ def parse_srt_url(url: str) -> SrtAddress:
         latency_ms = None if latency is None else max(0, int(latency) // 1000)  # FFmpeg's unit: microseconds
     except ValueError:
         raise SpgimError(f"{redact(url)}: latency must be microseconds, got {latency!r}") from None
-    return SrtAddress(parts.hostname, port, options.get("streamid"), options.get("passphrase"), latency_ms)
+    passphrase = options.get("passphrase")
+    if passphrase and not 10 <= len(passphrase) <= 79:  # what libsrt accepts ("" turns encryption off)
+        raise SpgimError(f"{redact(url)}: an SRT passphrase has 10 to 79 characters, this one {len(passphrase)}")
+    return SrtAddress(parts.hostname, port, options.get("streamid"), passphrase, latency_ms)
 
 
 class SrtConnection:
