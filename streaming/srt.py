@@ -7,6 +7,7 @@ URL options follow FFmpeg's ``srt://host:port?streamid=...&passphrase=...&latenc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import socket
 import threading
@@ -33,7 +34,11 @@ INSTALL_HINT = (
     "srt:// needs libsrt 1.4.2 or a later 1.x "
     "(Debian: apt install libsrt1.5-gnutls; PyAV's FFmpeg is built without SRT)"
 )
-PAYLOAD = 1316  # seven 188-byte MPEG-TS packets: SRT's live-mode payload
+TS_PACKET = 188  # one MPEG-TS packet
+PAYLOAD = 7 * TS_PACKET  # 1316 bytes, SRT's live-mode payload: at most this much per message
+# PyAV's I/O buffer for a muxer writing to an SRT connection (``av.open(..., buffer_size=IO_BUFFER_SIZE)``):
+# whole payloads, so a full buffer is written as whole TS packets; near PyAV's 32 KiB default.
+IO_BUFFER_SIZE = 24 * PAYLOAD
 
 # From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, the same from 1.4.2 to 1.5.
 _LINGER, _RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 7, 14, 13, 23, 26, 36, 46
@@ -152,6 +157,7 @@ class SrtConnection:
         if self.socket < 0:
             raise SpgimError(f"{self.name}: {self._error()}")
         self._pending = b""
+        self._unsent = b""  # the start of a TS packet, held back until the next write completes it
         self.io_timeout = io_timeout
         # A receiver holds packets for its latency (120 ms by default) and drops them when the sender goes:
         # a sender waits that long before closing, so a stream's last frames are played.
@@ -217,17 +223,33 @@ class SrtConnection:
         return data
 
     def write(self, data: bytes) -> int:
-        """Send ``data`` in live-mode payloads; OSError when the peer is gone."""
-        view = memoryview(data)
-        for start in range(0, len(view), PAYLOAD):
-            chunk = bytes(view[start : start + PAYLOAD])
-            if self.lib.srt_send(self.socket, chunk, len(chunk)) < 0:
-                raise OSError(f"{self.name}: {self._error()}")
+        """Send ``data`` as live-mode messages of whole 188-byte TS packets, at most :data:`PAYLOAD` bytes each.
+
+        A TS packet split by the caller's buffer is held back until the next write (or :meth:`close`)
+        completes it, so none straddles two messages: a receiver that loses one message loses whole
+        packets, and relays that pass messages on as datagrams (srt-live-transmit, media servers) keep
+        them aligned. Raises OSError when the peer is gone.
+        """
+        pending = self._unsent + bytes(data)
+        whole = len(pending) - len(pending) % TS_PACKET
+        view = memoryview(pending)
+        for start in range(0, whole, PAYLOAD):
+            self._send(view[start : min(start + PAYLOAD, whole)])
+        self._unsent = pending[whole:]
         return len(data)
 
+    def _send(self, chunk: memoryview | bytes) -> None:
+        message = bytes(chunk)
+        if self.lib.srt_send(self.socket, message, len(message)) < 0:
+            raise OSError(f"{self.name}: {self._error()}")
+
     def close(self) -> None:
-        """Close the socket (safe twice)."""
+        """Send what is held back, wait out the receiver's latency (sending), close the socket; safe twice."""
         if self.socket >= 0:
+            if self._unsent:
+                with contextlib.suppress(OSError):  # the peer is gone: nothing more can reach it
+                    self._send(self._unsent)
+                self._unsent = b""
             time.sleep(self.drain_s)
             self.lib.srt_close(self.socket)
             self.socket = -1
