@@ -3,6 +3,12 @@
 ``open_source(spec)`` returns a :class:`Source` whose ``items()`` yields decoded :class:`VideoFrame`
 objects and, for files, the audio packets to pass through, in demux order. Bad input is one
 :class:`SpgimError` line; corrupt packets in the middle of a file are skipped and counted.
+
+A live network source (:class:`ReconnectingSource`) is opened within a start-up budget
+(:data:`STARTUP_TIMEOUT_S`): a player that joins a stream between keyframes decodes nothing until the
+next one. A drop (an error, the end of the stream, a stall) is reopened with back-off, and so is a
+source that is not up yet at start; one that can never work (no such host, a malformed URL, no video)
+is one line at once.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import glob
+import socket
 import threading
 import time
 from collections import deque
@@ -17,6 +24,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -24,12 +32,44 @@ from spgim.errors import SpgimError
 
 from .audio import probe_audio_timing
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
-from .srt import SrtConnection
+from .srt import SrtConnection, SrtUnreachableError
 from .urls import error_reason, is_network, is_webcam, redact, scheme
 
 Item = VideoFrame | AudioPacket
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped with the capture clock, in milliseconds
+# A live source's start-up budget, from the start of an open to its first picture. Cameras' "smart" H.264
+# modes send a keyframe every 10 s, and a player that joins between two waits for the next: 10 s, plus
+# 5 s for connecting (RTMP/SRT handshakes, RTSP's DESCRIBE/SETUP/PLAY, a remote server's round trips),
+# probing (about 0.5 s, see demux_options) and a busy host.
+STARTUP_TIMEOUT_S = 15.0
+# Servers that keep a player connected while its publisher is away, and pass it the restarted publisher's
+# stream from its first packet, a keyframe (measured: nginx-rtmp; srt-live-transmit relaying a publisher).
+# A silent connection to one is waited on, up to the start-up budget, instead of being reopened after the
+# stall timeout: a new connection would join after that keyframe and wait a whole keyframe interval for
+# the next. RTSP servers drop a session's media with its publisher (RTSP::Server: the player's session
+# gets nothing from the new publisher, DESCRIBE says 404 until it is back): RTSP is reopened at a stall.
+HELD_SCHEMES = ("rtmp", "rtmps", "srt")
+# FFmpeg errors on opening a live source that another attempt cannot mend: an unknown protocol or format,
+# a malformed URL or option, refused credentials. Anything else (refused, 404 "not published yet", timeouts,
+# I/O errors) may be a source that is not up yet, and is retried.
+_FATAL_OPEN_ERRORS = (
+    "ProtocolNotFoundError",
+    "DemuxerNotFoundError",
+    "DecoderNotFoundError",
+    "OptionNotFoundError",
+    "ArgumentError",
+    "PermissionError",
+    "HTTPBadRequestError",
+    "HTTPUnauthorizedError",
+    "HTTPForbiddenError",
+)
+_HOSTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "srt")  # udp://@:port has no host
+
+
+class SourceDownError(SpgimError):
+    """A live source that is not reachable or not delivering now (refused, silent, stalled, ended): worth
+    another attempt, unlike the other :class:`SpgimError` s of an open."""
 
 
 class Source(abc.ABC):
@@ -63,7 +103,27 @@ class _LiveClock:
 
 
 class PyAVSource(Source):
-    """A file or network stream decoded by FFmpeg through PyAV, with frame threading on."""
+    """A file or network stream decoded by FFmpeg through PyAV, with frame threading on.
+
+    Args:
+        spec: a path or a network URL.
+        live: stamp frames with the capture clock and watch the stream for stalls (network sources).
+        start, duration: the part of a recorded input to decode, in seconds.
+        open_timeout: connecting: a recorded input's whole open; a live ``srt://`` source's handshake (the
+            rest of a live open is within ``startup_timeout``).
+        read_timeout: one read of a recorded network input.
+        clock: the capture clock live frames are stamped with (shared across a live source's reconnects).
+        stall_timeout: live: no picture for this long, while packets come or the connection is silent, is a
+            stall (:class:`SourceDownError`); a connection in :data:`HELD_SCHEMES` is waited on instead while
+            silent, up to ``startup_timeout``.
+        startup_timeout: live: the budget from the start of the open to the first picture (default
+            :data:`STARTUP_TIMEOUT_S`); it starts again when data comes back after a held connection's silence.
+        rtsp_transport: "udp" or "tcp" for an ``rtsp://`` source.
+
+    Raises:
+        SourceDownError: a live source that is not reachable or not delivering now.
+        SpgimError: anything else: a missing or empty file, no video, an unsupported codec, a bad URL.
+    """
 
     def __init__(
         self,
@@ -76,43 +136,58 @@ class PyAVSource(Source):
         read_timeout: float = 5.0,
         clock: _LiveClock | None = None,
         stall_timeout: float | None = None,
+        startup_timeout: float | None = None,
         rtsp_transport: str | None = None,
     ) -> None:
         import av
 
+        self.started = time.monotonic()
         self.spec, self.live = spec, live
-        self.stall_timeout = stall_timeout if live else None
-        if self.stall_timeout is not None:
-            read_timeout = min(read_timeout, self.stall_timeout)
         self.name = redact(spec)
         self.corrupt = 0
         self.clock = clock or _LiveClock()
+        self.on_resume: Callable[[float], None] | None = None  # a held connection's picture after a stall
+        self.container: Any = None
+        self.connection: SrtConnection | None = None
+        self.stall_timeout = stall_timeout if live else None
+        self.startup_timeout = (startup_timeout or STARTUP_TIMEOUT_S) if live else None
+        self.held = live and scheme(spec) in HELD_SCHEMES
         if not is_network(spec):
             path = Path(spec)
             if not path.exists():
                 raise SpgimError(f"{spec}: no such file")
             if path.is_file() and path.stat().st_size == 0:
                 raise SpgimError(f"{spec}: the file is empty")
-        self.connection: SrtConnection | None = None
         options = demux_options(spec, live=live, rtsp_transport=rtsp_transport)
+        if self.startup_timeout is not None:
+            _check_host(spec, self.name)
+            open_timeout, connect_timeout = self.startup_timeout, min(open_timeout, self.startup_timeout)
+            if self.held:
+                read_timeout = self.startup_timeout  # a silent publisher is waited for on the open connection
+            elif self.stall_timeout is not None:
+                read_timeout = min(read_timeout, self.stall_timeout)
+        else:
+            connect_timeout = open_timeout
         try:
             # Tags are text in no known encoding (a damaged or foreign file): undecodable bytes become U+FFFD.
             if scheme(spec) == "srt":
-                self.connection = SrtConnection(spec, open_timeout=open_timeout, io_timeout=read_timeout)
+                self.connection = SrtConnection(spec, open_timeout=connect_timeout, io_timeout=read_timeout)
                 target: Any = self.connection
                 timeout, fmt = None, "mpegts"
             else:
                 target, fmt = spec, None
                 timeout = (open_timeout, read_timeout) if is_network(spec) else None
-            self.container: Any = av.open(
-                target, format=fmt, options=options, timeout=timeout, metadata_errors="replace"
-            )
+            self.container = av.open(target, format=fmt, options=options, timeout=timeout, metadata_errors="replace")
         except av.error.FFmpegError as error:
             self._close_connection()
-            raise SpgimError(f"cannot open {self.name}: {error_reason(error, spec)}") from None
+            fatal = type(error).__name__ in _FATAL_OPEN_ERRORS or not live
+            kind = SpgimError if fatal else SourceDownError
+            raise kind(f"cannot open {self.name}: {error_reason(error, spec)}") from None
+        except SrtUnreachableError as error:
+            raise SourceDownError(str(error)) from None
         except OSError as error:  # raised through PyAV by an SRT connection (silence, peer gone)
             self._close_connection()
-            raise SpgimError(f"cannot open {self.name}: {error}") from None
+            raise SourceDownError(f"cannot open {self.name}: {error}") from None
         except BaseException:
             self._close_connection()
             raise
@@ -144,17 +219,7 @@ class PyAVSource(Source):
                 self.container.seek(int(self.begin / base), stream=self.video, backward=True)
         self._pending: deque[Item] = deque()
         self._stream = self._decode()
-        first = None
-        try:
-            while first is None:
-                item = next(self._stream)
-                self._pending.append(item)
-                if isinstance(item, VideoFrame):
-                    first = item
-        except StopIteration:
-            pass
-        if first is None:
-            raise SpgimError(f"{self.name}: no video frame could be decoded ({_codec_name(self.video)})")
+        first = self._first_frame()
         timing = probe_audio_timing(self.spec, [s.index for s in self.audio_streams]) if self.audio_streams else {}
         tracks = tuple(
             AudioTrack(
@@ -183,13 +248,27 @@ class PyAVSource(Source):
             description=self.name,
         )
 
+    def _first_frame(self) -> VideoFrame:
+        """Decode up to the first video frame, keeping what comes before it (audio) for :meth:`items`."""
+        for item in self._stream:
+            self._pending.append(item)
+            if isinstance(item, VideoFrame):
+                return item
+        kind = SourceDownError if self.live else SpgimError  # a live stream that ended at once may come back
+        raise kind(f"{self.name}: no video frame could be decoded ({_codec_name(self.video)})")
+
     def _decode(self) -> Iterator[Item]:
         import av
 
         self._rotation = 0
         index = 0
         packets = self.container.demux(self.video, *self.audio_streams)
-        last_frame = time.monotonic()
+        # Live: a picture is due within the start-up budget of the open (a player that joins between two
+        # keyframes waits for the next), or of data coming back after a held connection's silence (the
+        # publisher restarted); after that, within the stall timeout of the last one.
+        waiting_since: float | None = self.started
+        last_frame = last_data = time.monotonic()
+        silent_gap = False  # a held connection was silent for a stall timeout since the last picture
         while True:
             try:
                 packet = next(packets)
@@ -197,20 +276,23 @@ class PyAVSource(Source):
                 break
             except av.error.FFmpegError as error:
                 if self.live:
-                    silent = time.monotonic() - last_frame
-                    if self.stall_timeout is not None and silent >= self.stall_timeout:
-                        raise SpgimError(f"{self.name}: stalled, no data for {silent:.1f} s") from None
-                    raise SpgimError(f"{self.name}: {error_reason(error, self.spec)}") from None
+                    # PyAV's read timeout ("exit requested"); the demuxer may first return what it had
+                    # assembled, so the silence is measured from the last picture, not the last packet.
+                    if isinstance(error, av.error.ExitError):
+                        raise SourceDownError(self._stalled(last_frame)) from None
+                    raise SourceDownError(f"{self.name}: {error_reason(error, self.spec)}") from None
                 self.corrupt += 1  # a truncated or damaged tail: what was decoded so far is kept
                 break
             except TimeoutError:  # an SRT connection's silence (see spgim.streaming.srt)
-                raise SpgimError(f"{self.name}: stalled, no data for {time.monotonic() - last_frame:.1f} s") from None
+                raise SourceDownError(self._stalled(last_frame)) from None
             except OSError as error:  # an SRT connection lost
-                raise SpgimError(f"{self.name}: {error}") from None
-            # Connected but sending no picture (only audio, or undecodable video): as good as dropped.
-            silent = time.monotonic() - last_frame
-            if self.stall_timeout is not None and silent >= self.stall_timeout:
-                raise SpgimError(f"{self.name}: stalled, no frame for {silent:.1f} s")
+                raise SourceDownError(f"{self.name}: {error}") from None
+            now = time.monotonic()
+            if self.held and self.stall_timeout is not None and now - last_data >= self.stall_timeout:
+                # (Elsewhere the read times out first; a late packet there may only let the decoder's
+                # threads give up a picture held from before the silence: not a publisher back.)
+                waiting_since, silent_gap = now, index > 0
+            last_data = now
             if packet.stream.type == "audio":
                 # An untimed packet is kept (the output re-times it) unless a time range must be cut.
                 if packet.pts is None:
@@ -223,8 +305,9 @@ class PyAVSource(Source):
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError:
-                self.corrupt += 1
-                continue
+                # A live stream joined between keyframes is undecodable until the next: not damage.
+                self.corrupt += 0 if self.live and index == 0 else 1
+                decoded = []
             for frame in decoded:
                 seconds = None if frame.pts is None else float(frame.pts * frame.time_base)
                 if seconds is not None and self.begin is not None and seconds < self.begin - 1e-6:
@@ -232,7 +315,10 @@ class PyAVSource(Source):
                 if seconds is not None and self.end is not None and seconds >= self.end - 1e-6:
                     return
                 self._rotation = int(frame.rotation or 0) % 360
-                now = last_frame = time.monotonic()
+                now = time.monotonic()
+                if silent_gap and self.on_resume is not None:
+                    self.on_resume(now - last_frame)
+                waiting_since, silent_gap, last_frame = None, False, now
                 yield VideoFrame(
                     index=index,
                     rgb=frame.to_ndarray(format="rgb24"),
@@ -241,6 +327,23 @@ class PyAVSource(Source):
                     captured=now,
                 )
                 index += 1
+            self._check_stall(waiting_since, last_frame)
+
+    def _check_stall(self, waiting_since: float | None, last_frame: float) -> None:
+        """Raise :class:`SourceDownError` when a live source's picture is overdue (connected, but sending none)."""
+        if self.stall_timeout is None or self.startup_timeout is None:
+            return
+        now = time.monotonic()
+        if waiting_since is not None and now - waiting_since >= self.startup_timeout:
+            raise SourceDownError(
+                f"{self.name}: no picture within {self.startup_timeout:.0f} s "
+                "(its keyframes are further apart, or none can be decoded)"
+            )
+        if waiting_since is None and now - last_frame >= self.stall_timeout:
+            raise SourceDownError(self._stalled(last_frame))
+
+    def _stalled(self, last_frame: float) -> str:
+        return f"{self.name}: stalled, no frame for {time.monotonic() - last_frame:.1f} s"
 
     def _in_range(self, seconds: float) -> bool:
         if self.begin is not None and seconds < self.begin - 1e-6:
@@ -256,43 +359,92 @@ class PyAVSource(Source):
             yield item
 
     def close(self) -> None:
-        self.container.close()
-        self._close_connection()
+        """Close the container and the SRT connection under it, each once (safe twice)."""
+        container, self.container = self.container, None
+        try:
+            if container is not None:
+                container.close()
+        finally:
+            self._close_connection()
 
     def _close_connection(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
 
 
 class ReconnectingSource(Source):
-    """A network source that reopens with exponential back-off when the stream drops or ends.
+    """A live network source, opened and reopened with exponential back-off (0.5 s doubling to 8 s).
 
-    The first open must succeed; after that, up to ``max_reconnects`` attempts in a row are made
-    (a frame received resets the count). Frames keep the output's size whatever the new stream's is.
+    The first open happens here, so that :attr:`info` is known before the job starts, and it is retried
+    like a drop when the source is down (:class:`SourceDownError`: refused, not published yet, silent); any
+    other failure (no such host, a malformed URL, no video, refused credentials) is raised at once. After
+    that, a drop (an error, the end of the stream, a stall) is reopened whatever the reason. Up to
+    ``max_reconnects`` attempts in a row are made (a frame received resets the count). A held connection
+    (:data:`HELD_SCHEMES`) whose pictures come back after a stall counts as one reconnect. Frames keep the
+    first stream's size whatever a new stream's is.
     """
 
     def __init__(
-        self, open_once: Callable[[_LiveClock], PyAVSource], *, max_reconnects: int, log: Callable[[str], None]
+        self,
+        open_once: Callable[[_LiveClock], PyAVSource],
+        *,
+        max_reconnects: int,
+        log: Callable[[str], None],
     ) -> None:
         self.open_once, self.max_reconnects, self.log = open_once, max_reconnects, log
         self.clock = _LiveClock()
-        self.current: PyAVSource | None = open_once(self.clock)
-        self.info = self.current.info
-        self.name = self.current.name
         self.corrupt = 0
         self.reconnects = 0
+        self.current: PyAVSource | None = self._connect(threading.Event(), dropped=None)
+        assert self.current is not None  # only a stop request ends _connect without a source
+        self.info = self.current.info
+
+    def _connect(self, stop: threading.Event, *, dropped: str | None) -> PyAVSource | None:
+        """A new connection, after ``dropped`` (why the last one was lost; None: the first open).
+
+        Returns None when ``stop`` is set during a back-off.
+
+        Raises:
+            SpgimError: ``max_reconnects`` attempts failed in a row, or the first open failed for good.
+        """
+        reason, attempts = dropped, 0
+        while True:
+            if reason is not None:
+                what = "is not up" if dropped is None else "dropped"
+                if attempts >= self.max_reconnects:
+                    # (The reason names the source: PyAVSource's messages start with its redacted URL.)
+                    raise SpgimError(f"live source {what} ({reason}); gave up after {attempts} reconnect attempts")
+                delay = min(8.0, 0.5 * 2**attempts)
+                attempts += 1
+                self.reconnects += 1
+                self.log(f"live source {what} ({reason}); reconnect {attempts}/{self.max_reconnects} in {delay:.1f} s")
+                if stop.wait(delay):
+                    return None
+            try:
+                source = self.open_once(self.clock)
+            except SourceDownError as error:
+                reason = str(error)
+                continue
+            except SpgimError as error:
+                if dropped is None:
+                    raise
+                reason = str(error)  # a stream that worked before: whatever went wrong may pass
+                continue
+            source.on_resume = self._resumed
+            return source
+
+    def _resumed(self, gap: float) -> None:
+        self.reconnects += 1
+        self.log(f"live source stalled for {gap:.1f} s and came back on the connection held open (a reconnect)")
 
     def items(self, stop: threading.Event) -> Iterator[Item]:
-        attempts = 0
         index = 0
-        while not stop.is_set():
+        while self.current is not None:
             reason = "the stream ended"
             try:
-                if self.current is None:
-                    self.current = self.open_once(self.clock)
                 for item in self.current.items(stop):
                     if isinstance(item, VideoFrame):
-                        attempts = 0
                         item.index = index
                         index += 1
                         if item.rgb.shape[:2] != (self.info.height, self.info.width):
@@ -302,26 +454,19 @@ class ReconnectingSource(Source):
                     yield item
             except SpgimError as error:
                 reason = str(error)
-            if self.current is not None:
-                self.corrupt += self.current.corrupt
-                self.current.close()
-                self.current = None
+            self._close_current()
             if stop.is_set():
                 return
-            if attempts >= self.max_reconnects:
-                raise SpgimError(
-                    f"live source {self.name} dropped ({reason}); gave up after {attempts} reconnect attempts"
-                )
-            delay = min(8.0, 0.5 * 2**attempts)
-            attempts += 1
-            self.reconnects += 1
-            self.log(f"live source dropped ({reason}); reconnect {attempts}/{self.max_reconnects} in {delay:.1f} s")
-            if stop.wait(delay):
-                return
+            self.current = self._connect(stop, dropped=reason)
+
+    def _close_current(self) -> None:
+        current, self.current = self.current, None
+        if current is not None:
+            self.corrupt += current.corrupt
+            current.close()
 
     def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
+        self._close_current()
 
 
 class WebcamSource(Source):
@@ -454,6 +599,10 @@ def demux_options(spec: str, *, live: bool, rtsp_transport: str | None = None) -
 
     Live: no input buffering, and probing stops after 256 KiB or half a second of stream instead of 5 MB /
     5 s: enough for the one video stream a live source is read for, and start-up is what a viewer waits.
+    Except RTMP: FFmpeg's FLV probe reads on until it has decoded a picture, from a keyframe, and without
+    buffering it would drop that keyframe with the rest of what it probed: a player that joined between
+    keyframes would wait a second keyframe interval (measured with nginx-rtmp, keyframes 10 s apart, joined
+    2 s in: the first picture 18.4 s after the open instead of 8.9 s).
     """
     options: dict[str, str] = {}
     kind = scheme(spec)
@@ -463,8 +612,33 @@ def demux_options(spec: str, *, live: bool, rtsp_transport: str | None = None) -
         if kind in ("rtsp", "rtsps"):
             options["rtsp_transport"] = rtsp_transport
     if live and is_network(spec):
-        options.update(fflags="nobuffer", probesize="262144", analyzeduration="500000")
+        options.update(probesize="262144", analyzeduration="500000")
+        if kind not in ("rtmp", "rtmps"):
+            options["fflags"] = "nobuffer"
     return options
+
+
+def _check_host(spec: str, name: str) -> None:
+    """One line at once for a live URL whose host cannot exist: FFmpeg reports an unknown host as a plain
+    I/O error, which would be retried like a server that is down."""
+    kind = scheme(spec)
+    if kind == "srt":
+        return  # the SRT connection resolves its host itself, with the same distinction
+    try:
+        host = urlsplit(spec).hostname
+    except ValueError:
+        return  # a malformed URL: FFmpeg says so in one line (Invalid argument)
+    if not host:
+        if kind in _HOSTED_SCHEMES:
+            raise SpgimError(f"cannot open {name}: the URL has no host")
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as error:
+        # A name server that does not answer may answer later; a name that does not exist will not.
+        if error.errno == socket.EAI_AGAIN:
+            raise SourceDownError(f"cannot open {name}: {error.strerror}") from None
+        raise SpgimError(f"cannot open {name}: no such host ({error.strerror})") from None
 
 
 def open_source(
@@ -475,18 +649,25 @@ def open_source(
     duration: float | None = None,
     max_reconnects: int = 5,
     stall_timeout: float = 2.0,
+    startup_timeout: float = STARTUP_TIMEOUT_S,
     rtsp_transport: str | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Source:
     """The source ``spec`` names: a webcam index, a network URL, an image sequence, or a media file.
 
     ``live`` defaults to on for network and webcam sources. ``start``/``duration`` in seconds
-    select part of a recorded file. A live network source that delivers no frame for ``stall_timeout``
-    seconds counts as dropped and is reopened (up to ``max_reconnects`` attempts in a row). ``rtsp_transport``
-    ("udp" or "tcp") chooses how RTP reaches an ``rtsp://`` source (FFmpeg's default: UDP, then TCP if no UDP
-    packet arrives).
+    select part of a recorded file. A live network source must deliver its first picture within
+    ``startup_timeout`` seconds of an open (a player that joins between keyframes waits for the next);
+    after that, one that delivers no frame for ``stall_timeout`` seconds counts as dropped (a silent
+    connection that servers hold through a publisher's absence, RTMP and SRT, is waited on up to
+    ``startup_timeout`` instead). A drop, and a source that is not up yet at start, is reopened with
+    back-off, up to ``max_reconnects`` attempts in a row. ``rtsp_transport`` ("udp" or "tcp") chooses how
+    RTP reaches an ``rtsp://`` source (FFmpeg's default: UDP, then TCP if no UDP packet arrives).
     """
     demux_options(spec, live=False, rtsp_transport=rtsp_transport)  # a bad transport fails before any connection
+    for label, seconds in (("stall timeout", stall_timeout), ("start-up timeout", startup_timeout)):
+        if not seconds > 0:
+            raise SpgimError(f"the {label} must be a positive number of seconds, got {seconds}")
     if is_webcam(spec):
         return WebcamSource(int(spec))
     if is_network(spec):
@@ -499,6 +680,7 @@ def open_source(
                 duration=duration,
                 clock=clock,
                 stall_timeout=stall_timeout,
+                startup_timeout=startup_timeout,
                 rtsp_transport=rtsp_transport,
             ),
             max_reconnects=max_reconnects,

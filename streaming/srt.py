@@ -43,6 +43,10 @@ IO_BUFFER_SIZE = 24 * PAYLOAD
 # From srt.h (SRT_SOCKOPT, SRT_ERRNO): option numbers and error codes, the same from 1.4.2 to 1.5.
 _LINGER, _RCVTIMEO, _SNDTIMEO, _LATENCY, _PASSPHRASE, _CONNTIMEO, _STREAMID = 7, 14, 13, 23, 26, 36, 46
 _TIMEOUT_ERRORS = (6002, 6003)  # SRT_EASYNCRCV, SRT_ETIMEOUT
+# Rejections another attempt cannot mend: SRT_REJ_BADSECRET, SRT_REJ_UNSECURE (a wrong or missing passphrase),
+# and the listener's SRT_REJX_BAD_REQUEST, SRT_REJX_UNAUTHORIZED, SRT_REJX_FORBIDDEN (a stream id refused).
+_FINAL_REJECTIONS = (10, 11, 1400, 1401, 1403)
+_TICK_S = 0.25  # a read waits in steps this long, so that Ctrl-C is seen during a long wait for data
 # Every function called, resolved when the library is loaded: one missing is the install hint, not a traceback.
 _SIGNATURES: dict[str, tuple[list[Any] | None, Any]] = {
     "srt_getversion": ([], ctypes.c_uint32),
@@ -56,9 +60,14 @@ _SIGNATURES: dict[str, tuple[list[Any] | None, Any]] = {
     "srt_close": ([ctypes.c_int], ctypes.c_int),
     "srt_getlasterror": ([ctypes.c_void_p], ctypes.c_int),
     "srt_getlasterror_str": ([], ctypes.c_char_p),
+    "srt_getrejectreason": ([ctypes.c_int], ctypes.c_int),
 }
 _library: ctypes.CDLL | None = None
 _lock = threading.Lock()
+
+
+class SrtUnreachableError(SpgimError):
+    """No SRT listener answered, or it refused the caller: another attempt may find it up."""
 
 
 def version_text(number: int) -> str:
@@ -147,24 +156,34 @@ def parse_srt_url(url: str) -> SrtAddress:
 
 
 class SrtConnection:
-    """A connected SRT caller socket: ``read`` for PyAV's demuxer, ``write`` for its muxer."""
+    """A connected SRT caller socket: ``read`` for PyAV's demuxer, ``write`` for its muxer.
+
+    The socket is closed exactly once: by the constructor when it fails after creating it, else by
+    :meth:`close`. After ``read`` or ``write`` has raised once, the connection is spent: FFmpeg may call
+    again (probing does), and a second exception raised through PyAV would be printed to the terminal as
+    "PyAV library exception being dropped", so reads return end of file and writes are dropped; the first
+    exception is what PyAV raises.
+    """
 
     def __init__(self, url: str, *, open_timeout: float = 5.0, io_timeout: float = 5.0, sending: bool = False) -> None:
         self.lib = _lib()
         self.name = redact(url)
         address = parse_srt_url(url)
-        self.socket = self.lib.srt_create_socket()
-        if self.socket < 0:
-            raise SpgimError(f"{self.name}: {self._error()}")
-        self._pending = b""
-        self._unsent = b""  # the start of a TS packet, held back until the next write completes it
         self.io_timeout = io_timeout
+        self._received = b""  # the rest of a message that PyAV asked for less of
+        self._unsent = b""  # the start of a TS packet, held back until the next write completes it
+        self._failed = False
         # A receiver holds packets for its latency (120 ms by default) and drops them when the sender goes:
         # a sender waits that long before closing, so a stream's last frames are played.
         self.drain_s = ((address.latency_ms if address.latency_ms is not None else 120) + 50) / 1000 if sending else 0.0
+        self.socket = -1
+        created = self.lib.srt_create_socket()
+        if created < 0:
+            raise SpgimError(f"{self.name}: {self._error()}")
+        self.socket = created
         try:
             self._set_int(_CONNTIMEO, round(open_timeout * 1000))
-            self._set_int(_RCVTIMEO, round(io_timeout * 1000))
+            self._set_int(_RCVTIMEO, round(min(io_timeout, _TICK_S) * 1000))
             self._set_int(_SNDTIMEO, round(io_timeout * 1000))
             if address.latency_ms is not None:
                 self._set_int(_LATENCY, address.latency_ms)
@@ -180,7 +199,7 @@ class SrtConnection:
                         raise SpgimError(f"{self.name}: {self._error()}")
             self._connect(address)
         except BaseException:
-            self.lib.srt_close(self.socket)
+            self._release()
             raise
 
     def _set_int(self, option: int, value: int) -> None:
@@ -192,35 +211,52 @@ class SrtConnection:
         try:
             found = socket.getaddrinfo(address.host, address.port, socket.AF_INET, socket.SOCK_DGRAM)
         except socket.gaierror as error:
-            raise SpgimError(f"cannot connect to {self.name}: {error.strerror}") from None
+            # A name server that does not answer may answer later; a name that does not exist will not.
+            kind = SrtUnreachableError if error.errno == socket.EAI_AGAIN else SpgimError
+            raise kind(f"cannot connect to {self.name}: {error.strerror}") from None
         host, port = str(found[0][4][0]), int(found[0][4][1])
         # struct sockaddr_in: family (host order), port and address (network order), 8 bytes of zero.
         raw = socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big") + socket.inet_aton(host) + bytes(8)
         buffer = ctypes.create_string_buffer(raw, len(raw))
         if self.lib.srt_connect(self.socket, buffer, len(raw)) < 0:
-            raise SpgimError(f"cannot connect to {self.name}: {self._error()}")
+            final = self.lib.srt_getrejectreason(self.socket) in _FINAL_REJECTIONS
+            kind = SpgimError if final else SrtUnreachableError
+            raise kind(f"cannot connect to {self.name}: {self._error()}")
 
     def _error(self) -> str:
-        return self.lib.srt_getlasterror_str().decode(errors="replace").strip().rstrip(".")
+        return str(self.lib.srt_getlasterror_str().decode(errors="replace")).strip().rstrip(".")
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes of the stream.
+        """Up to ``size`` bytes of the stream; ``b""`` (end of file) once a read has raised.
 
         Raises:
             TimeoutError: nothing arrived for the I/O timeout (FFmpeg's MPEG-TS demuxer does not stop at
                 an end of file from a file object, so silence and a lost peer are raised through PyAV).
             ConnectionError: the peer is gone.
         """
-        if not self._pending:
-            buffer = ctypes.create_string_buffer(1500)
-            received = self.lib.srt_recvmsg(self.socket, buffer, 1500)
-            if received <= 0:
-                if self.lib.srt_getlasterror(None) in _TIMEOUT_ERRORS:
-                    raise TimeoutError(f"no data for {self.io_timeout:.1f} s")
-                raise ConnectionError(self._error() or "the peer closed the connection")
-            self._pending = buffer.raw[:received]
-        data, self._pending = self._pending[:size], self._pending[size:]
+        if self._failed:
+            return b""
+        if not self._received:
+            try:
+                self._received = self._receive()
+            except BaseException:  # Ctrl-C in a wait too: raised once through PyAV, never twice
+                self._failed = True
+                raise
+        data, self._received = self._received[:size], self._received[size:]
         return data
+
+    def _receive(self) -> bytes:
+        """One message, waited for in steps of the socket's receive timeout up to ``io_timeout``."""
+        deadline = time.monotonic() + self.io_timeout
+        buffer = ctypes.create_string_buffer(1500)
+        while True:
+            received = self.lib.srt_recvmsg(self.socket, buffer, 1500)
+            if received > 0:
+                return buffer.raw[:received]
+            if self.lib.srt_getlasterror(None) not in _TIMEOUT_ERRORS:
+                raise ConnectionError(self._error() or "the peer closed the connection")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no data for {self.io_timeout:.1f} s")
 
     def write(self, data: bytes) -> int:
         """Send ``data`` as live-mode messages of whole 188-byte TS packets, at most :data:`PAYLOAD` bytes each.
@@ -230,11 +266,17 @@ class SrtConnection:
         packets, and relays that pass messages on as datagrams (srt-live-transmit, media servers) keep
         them aligned. Raises OSError when the peer is gone.
         """
+        if self._failed:
+            return len(data)
         pending = self._unsent + bytes(data)
         whole = len(pending) - len(pending) % TS_PACKET
         view = memoryview(pending)
-        for start in range(0, whole, PAYLOAD):
-            self._send(view[start : min(start + PAYLOAD, whole)])
+        try:
+            for start in range(0, whole, PAYLOAD):
+                self._send(view[start : min(start + PAYLOAD, whole)])
+        except BaseException:
+            self._failed = True
+            raise
         self._unsent = pending[whole:]
         return len(data)
 
@@ -245,11 +287,20 @@ class SrtConnection:
 
     def close(self) -> None:
         """Send what is held back, wait out the receiver's latency (sending), close the socket; safe twice."""
-        if self.socket >= 0:
-            if self._unsent:
-                with contextlib.suppress(OSError):  # the peer is gone: nothing more can reach it
-                    self._send(self._unsent)
-                self._unsent = b""
-            time.sleep(self.drain_s)
-            self.lib.srt_close(self.socket)
-            self.socket = -1
+        if self.socket < 0:
+            return
+        try:
+            if not self._failed:
+                if self._unsent:
+                    with contextlib.suppress(OSError):  # the peer is gone: nothing more can reach it
+                        self._send(self._unsent)
+                time.sleep(self.drain_s)
+        finally:
+            self._unsent = b""
+            self._release()
+
+    def _release(self) -> None:
+        """Close the socket once."""
+        created, self.socket = self.socket, -1
+        if created >= 0:
+            self.lib.srt_close(created)

@@ -1,28 +1,189 @@
 """Live sources against real servers on 127.0.0.1 (see ``servers.py``), and the SRT connection under them.
 
-- SRT: whole TS packets per message, secrets out of ``repr``, the library's version checked.
+- Start-up: a publisher whose keyframes are 10 s apart (``-g 250`` at 25 fps, as cameras' "smart" H.264
+  modes) is joined between two, and waited on within the start-up budget; a source that is not up yet is
+  retried and joined when it comes up; one that never comes up ends with one line after the reconnects.
+- Outage: the same long-GOP publisher killed for 3 s. RTMP and SRT hold their connection, so the
+  restarted publisher's first keyframe is caught; RTSP's server drops the session with its publisher, so
+  a new session waits for the next keyframe (at most one keyframe interval).
+- SRT: whole TS packets per message, sockets closed after failed attempts, secrets out of ``repr``, the
+  library's version checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import av
+import numpy as np
 import pytest
+from loopback import free_port
 from media import make_clip
-from servers import HOST, _Process, free_udp_base, require_servers
+from model_pairs import export_tiny
+from servers import HOST, Publisher, RtmpServer, RtspServer, SrtRelay, _Process, free_udp_base, require_servers
+from streaming_util import probe
 
 from spgim.errors import SpgimError
+from spgim.runtime.matting import Matter
+from spgim.streaming.job import MatteResult, matte_video
+from spgim.streaming.sources import PyAVSource, open_source
+
+LONG_GOP = ("-g", "250")  # after Publisher's own -g: ffmpeg takes the last; a keyframe every 10 s at 25 fps
+GOP_S = 10.0
+OUTAGE_S = 3.0
+JOIN_S = 2.0  # joined this long after the publisher starts: past its first keyframe, 8 s before the next
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("sources-model"))
+
+
+@pytest.fixture(scope="module")
+def matter(model: Path) -> Matter:
+    return Matter(model, backend="onnxruntime", work_size=128)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("sources-clip") / "src.mp4", size=(320, 192), frames=100, fps=25).path
+
+
+class _Watched:
+    """The matter, and an event set once it has matted a frame: the live job has its first picture."""
+
+    def __init__(self, matter: Matter) -> None:
+        self.matter, self.started = matter, threading.Event()
+
+    def __call__(self, images: np.ndarray) -> Any:
+        self.started.set()
+        return self.matter(images)
+
+
+@contextmanager
+def _long_gop_source(protocol: str, clip: Path, folder: Path) -> Iterator[tuple[Publisher, str]]:
+    """A server for ``protocol`` and a publisher with keyframes 10 s apart; yields (publisher, player URL)."""
+    server: Any
+    if protocol == "rtsp":
+        server = RtspServer(folder)
+        options = ("-rtsp_transport", "udp", *LONG_GOP)
+        publisher, url = Publisher(clip, server.publish_url(), "rtsp", folder, options=options), server.play_url()
+    elif protocol == "rtmp":
+        server = RtmpServer(folder)
+        publisher, url = Publisher(clip, server.url(), "flv", folder, options=LONG_GOP), server.url()
+    else:
+        server = SrtRelay(folder)
+        publisher = Publisher(clip, server.publish_url(), "mpegts", folder, options=LONG_GOP)
+        url = server.play_url()
+    with server, publisher:
+        yield publisher, url
+
+
+def _gaps(path: Path) -> list[float]:
+    times = probe(path).times  # the capture clock: gaps are the stream's holes
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+# What each protocol achieves through a 3 s outage of a publisher with keyframes 10 s apart (see the
+# module's docstring): RTSP waits for the restarted publisher's second keyframe.
+LONGEST_GAP_S = {"rtmp": 6.0, "srt": 6.0, "rtsp": OUTAGE_S + GOP_S + 2.0}
+
+
+@pytest.mark.parametrize("protocol", ["rtmp", "srt", "rtsp"])
+def test_a_long_gop_source_joined_mid_gop_starts_and_survives_an_outage(
+    protocol: str, matter: Matter, clip: Path, tmp_path: Path
+) -> None:
+    require_servers()
+    messages: list[str] = []
+    results: list[MatteResult] = []
+    watched = _Watched(matter)
+    # The job runs until this much capture time has passed: the outage, then frames again for a while.
+    duration = 2.0 + LONGEST_GAP_S[protocol] + 2.0
+    with _long_gop_source(protocol, clip, tmp_path) as (publisher, url):
+        time.sleep(JOIN_S)
+        options = {"alpha": tmp_path / "alpha.mkv", "output": tmp_path / "live.mp4", "duration": duration}
+
+        def run() -> None:
+            results.append(matte_video(url, matter=watched, log=messages.append, progress=False, **options))
+
+        job = threading.Thread(target=run)
+        job.start()
+        assert watched.started.wait(30), f"no picture: {messages}"  # the next keyframe, within the budget
+        time.sleep(2.0)
+        publisher.stop()
+        time.sleep(OUTAGE_S)
+        publisher.start()
+        job.join(60)
+    assert results, f"the live job did not finish: {messages}"
+    result = results[0]
+    assert result.frames_in == result.frames_out + result.dropped
+    assert result.reconnects >= 1 and any("reconnect" in message for message in messages), messages
+    gaps = _gaps(tmp_path / "alpha.mkv")
+    assert len(gaps) + 1 == result.frames_out
+    longest = max(gaps)
+
+    assert OUTAGE_S - 0.5 < longest <= LONGEST_GAP_S[protocol], f"longest gap {longest:.2f} s; {messages}"
+    assert sum(gaps[gaps.index(longest) + 1 :]) > 1.0, f"no frames after the outage; {messages}"
+
+
+def test_a_live_source_that_is_not_up_yet_is_joined_when_it_comes_up(
+    matter: Matter, clip: Path, tmp_path: Path
+) -> None:
+    require_servers()
+    port = free_port()
+    url = f"rtmp://{HOST}:{port}/live/stream"
+    started: list[Any] = []
+
+    def come_up() -> None:  # nothing listens for 1.5 s, then the server and its publisher start
+        time.sleep(1.5)
+        started.append(RtmpServer(tmp_path, port=port))
+        started.append(Publisher(clip, url, "flv", tmp_path).start())
+
+    messages: list[str] = []
+    thread = threading.Thread(target=come_up)
+    thread.start()
+    try:
+        result = matte_video(
+            url, matter=matter, output=tmp_path / "live.mp4", duration=1.0, log=messages.append, progress=False
+        )
+    finally:
+        thread.join()
+        for process in reversed(started):
+            process.stop()
+    assert result.frames_out > 0 and len(probe(tmp_path / "live.mp4").times) == result.frames_out
+    assert any("is not up" in message and "reconnect 1/5" in message for message in messages), messages
+
+
+def test_a_live_source_that_never_comes_up_ends_with_one_line(model: Path, tmp_path: Path) -> None:
+    url = f"rtmp://{HOST}:{free_port()}/live/key"
+    command = [sys.executable, "-m", "spgim", "matte", url, "--model", str(model), "--output", str(tmp_path / "o.mp4")]
+    done = subprocess.run([*command, "--reconnects", "2", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("spgim matte: error:")]
+    assert len(errors) == 1 and "is not up" in errors[0] and "gave up after 2 reconnect attempts" in errors[0], errors
+    assert "reconnect 2/2" in done.stderr, done.stderr
+    # What another attempt cannot mend is one line at once, without retries.
+    for hopeless, reason in [
+        ("rtmp://no-such-host.invalid/live/key", "no such host"),
+        (f"rtsp://{HOST}:99999/live", "Invalid argument"),
+        ("rtmp:///live/key", "has no host"),
+    ]:
+        messages: list[str] = []
+        with pytest.raises(SpgimError, match=reason):
+            open_source(hopeless, log=messages.append)
+        assert messages == [], (hopeless, messages)
 
 
 # --- SRT --------------------------------------------------------------------------------------------
@@ -82,6 +243,51 @@ def test_srt_messages_carry_whole_ts_packets_whatever_the_writes(clip: Path, tmp
     assert all(len(message) % 188 == 0 and 0 < len(message) <= 1316 for message in whole), [len(d) for d in whole]
     assert all(message[i] == 0x47 for message in whole for i in range(0, len(message), 188))
     assert tail == b"\x47" + bytes(49)
+
+
+class _AudioOnlyFeed(_Process):
+    """Debian's ffmpeg sending an MPEG-TS stream with a tone and no video to ``url`` (UDP), in real time."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine=frequency=440"]
+        self.process = self._spawn([*command, "-c:a", "aac", "-f", "mpegts", url], folder / "audio-feed.log")
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_failed_srt_attempts_close_what_they_opened(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Each way an SRT source fails after its socket exists, many times: no socket (UDP descriptor) is left
+    open once libsrt has collected the closed ones, and nothing is printed (PyAV prints an exception it
+    drops: one raised through it while another was pending)."""
+    require_servers()
+    (tmp_path / "silent").mkdir()
+    (tmp_path / "audio").mkdir()
+    silent, audio_only = SrtRelay(tmp_path / "silent"), SrtRelay(tmp_path / "audio")
+    nobody = f"srt://{HOST}:{free_udp_base(2)}"
+    attempts = [  # (URL, what the failure says, how long the handshake may take)
+        (f"{nobody}?streamid={'x' * 600}", "Bad parameters", 0.5),  # an option refused (stream ids: 512 bytes)
+        (nobody, "cannot connect", 0.5),  # nobody listens: the handshake times out
+        (silent.play_url(), "no data", 2.0),  # connected, and silence while probing: av.open fails
+        (audio_only.play_url(), "no video stream", 2.0),  # opened: the set-up fails
+    ]
+    failures: dict[str, list[str]] = {}
+    with silent, audio_only, _AudioOnlyFeed(audio_only.publish_url(), tmp_path):
+        time.sleep(1.0)
+        before = _open_files()
+        for url, reason, handshake in attempts:
+            for _ in range(4):
+                with pytest.raises(SpgimError) as failed:
+                    PyAVSource(url, live=True, open_timeout=handshake, stall_timeout=0.5, startup_timeout=1.0)
+                failures.setdefault(reason, []).append(str(failed.value))
+        deadline = time.monotonic() + 10  # libsrt's collector closes a socket's UDP port a second or so later
+        while _open_files() > before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _open_files() <= before
+    assert "exception" not in capfd.readouterr().err
+    # Each path was taken (a relay may still be re-listening after its last caller left: "cannot connect").
+    assert all(any(reason in message for message in messages) for reason, messages in failures.items()), failures
 
 
 def test_an_srt_address_keeps_its_secrets_out_of_its_repr() -> None:
