@@ -50,6 +50,10 @@ STARTUP_TIMEOUT_S = 15.0
 # the next. RTSP servers drop a session's media with its publisher (RTSP::Server: the player's session
 # gets nothing from the new publisher, DESCRIBE says 404 until it is back): RTSP is reopened at a stall.
 HELD_SCHEMES = ("rtmp", "rtmps", "srt")
+# Audio demuxed before a file's first video frame is held for the outputs: at most this much. 32 MiB is
+# over half an hour of 128 kb/s AAC, three minutes of 48 kHz stereo 16-bit PCM: far beyond any real
+# file's late video start, so a file that reaches it has video that does not decode.
+AUDIO_AHEAD_BYTES = 32 * 2**20
 # FFmpeg errors on opening a live source that another attempt cannot mend: an unknown protocol or format,
 # a malformed URL or option, refused credentials. Anything else (refused, 404 "not published yet", timeouts,
 # I/O errors) may be a source that is not up yet, and is retried.
@@ -250,10 +254,21 @@ class PyAVSource(Source):
 
     def _first_frame(self) -> VideoFrame:
         """Decode up to the first video frame, keeping what comes before it (audio) for :meth:`items`."""
+        held = 0  # bytes of audio before the first frame
         for item in self._stream:
             self._pending.append(item)
             if isinstance(item, VideoFrame):
                 return item
+            held += item.packet.size
+            if held > AUDIO_AHEAD_BYTES:
+                # Holding more would grow without bound on a file whose video never decodes.
+                packet = item.packet
+                seconds = "" if packet.pts is None else f", {float(packet.pts * packet.time_base):.0f} s"
+                raise SpgimError(
+                    f"{self.name}: no video frame within its first {AUDIO_AHEAD_BYTES >> 20} MiB of audio{seconds}: "
+                    f"its video ({_codec_name(self.video)}) starts later than spgim holds audio for, "
+                    "or cannot be decoded"
+                )
         kind = SourceDownError if self.live else SpgimError  # a live stream that ended at once may come back
         raise kind(f"{self.name}: no video frame could be decoded ({_codec_name(self.video)})")
 

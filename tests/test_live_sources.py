@@ -8,6 +8,7 @@
   a new session waits for the next keyframe (at most one keyframe interval).
 - SRT: whole TS packets per message, sockets closed after failed attempts, secrets out of ``repr``, the
   library's version checked.
+- A file whose video starts later than the audio spgim holds for it is one line.
 """
 
 from __future__ import annotations
@@ -311,3 +312,37 @@ def test_a_library_without_srt_or_too_old_is_the_install_hint() -> None:
     assert not srt.usable_version(0x010401) and srt.usable_version(0x010402) and srt.usable_version(0x010501)
     assert not srt.usable_version(0x020000)
     assert srt.usable_version(srt.load_library().srt_getversion())  # the installed one, as used
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def _late_video(path: Path, audio_seconds: float) -> Path:
+    """An MKV whose 7.1 96 kHz 32-bit PCM audio (3 MB/s) runs ``audio_seconds`` before its first video frame."""
+    step = 9600  # samples per audio frame: 0.1 s
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = out.add_stream("pcm_s32le", rate=96000, layout="7.1")
+        for index in range(round(audio_seconds * 96000 / step) + 5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, step * 8), np.int32), format="s32", layout="7.1")
+            frame.sample_rate, frame.pts = 96000, index * step
+            out.mux(audio.encode(frame))
+        for index in range(5):
+            picture = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            picture.pts = round(audio_seconds * 25) + index
+            out.mux(video.encode(picture))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+    return path
+
+
+def test_audio_held_before_the_first_video_frame_is_bounded(tmp_path: Path) -> None:
+    late = open_source(str(_late_video(tmp_path / "late.mkv", 1.0)))
+    try:
+        first = next(i for i, item in enumerate(late.items(threading.Event())) if hasattr(item, "rgb"))
+        assert first >= 10  # the second of audio before it, kept for the outputs
+    finally:
+        late.close()
+    with pytest.raises(SpgimError, match=r"no video frame within its first 32 MiB of audio, 1\d s"):
+        open_source(str(_late_video(tmp_path / "later.mkv", 12.0)))
