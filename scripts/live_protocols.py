@@ -104,7 +104,7 @@ def demux_open_times(protocol: str, clip: Path, folder: Path, repeats: int) -> d
     """Seconds from ``av.open`` to the first decoded frame, FFmpeg's defaults against spgim's live options."""
     import av
 
-    from spgim.streaming.sources import demux_options
+    from spgim.streaming.network import demux_options
 
     server, publisher, url = _serve(protocol, clip, folder)
     transport = protocol.split("-")[1] if protocol.startswith("rtsp-") else None

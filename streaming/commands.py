@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from .network import STARTUP_TIMEOUT_S
+
 EXAMPLE = """example:
   spgim matte clip.mp4 --model exported --output composite.mp4 --foreground subject.mov
   spgim matte clip.mp4 --model exported --output out.mp4 --background beach.jpg --alpha alpha.mp4
@@ -59,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         duration=args.duration,
         max_reconnects=args.reconnects,
         stall_timeout=args.stall_timeout,
+        startup_timeout=args.startup_timeout,
         rtsp_transport=args.rtsp_transport,
         preview=args.preview,
         progress=not args.quiet,
@@ -157,7 +160,18 @@ def register(subparsers: Any) -> None:
         type=float,
         default=2.0,
         metavar="SECONDS",
-        help="live: a source that delivers no frame for this long is dropped and reopened (default 2)",
+        help="live: a source that delivers no frame for this long is dropped and reopened (default 2); an RTMP or "
+        "SRT connection that goes silent is waited on instead, up to --startup-timeout (its server holds it while "
+        "the publisher is away, and passes on the restarted stream from its first keyframe)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=STARTUP_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"live: a source must give its first picture within this long of opening; a player that joins "
+        f"between keyframes waits for the next (default {STARTUP_TIMEOUT_S:g}: keyframes 10 s apart, plus "
+        "connecting); a source not up yet is retried up to --reconnects times",
     )
     parser.add_argument(
         "--rtsp-transport",

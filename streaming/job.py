@@ -25,6 +25,7 @@ from spgim.errors import SpgimError
 
 from .composite import Background
 from .frames import VideoFrame
+from .network import STARTUP_TIMEOUT_S
 from .pipeline import Output, Pipeline, Plan, close_outputs
 from .sources import open_source
 from .urls import redact
@@ -130,6 +131,7 @@ def matte_video(
     duration: float | None = None,
     max_reconnects: int = 5,
     stall_timeout: float = 2.0,
+    startup_timeout: float = STARTUP_TIMEOUT_S,
     rtsp_transport: str | None = None,
     preview: bool = False,
     progress: bool = True,
@@ -150,8 +152,11 @@ def matte_video(
             :class:`spgim.runtime.matting.Matter` (None: the export's).
         live: drop late frames instead of queueing; on by default for network and webcam sources.
         start, duration: the part of a recorded file to matte, in seconds (live: duration only).
-        max_reconnects, stall_timeout: live network sources are reopened with back-off when they drop, end,
-            or deliver no frame for ``stall_timeout`` seconds, up to ``max_reconnects`` attempts in a row.
+        max_reconnects, stall_timeout, startup_timeout: a live network source must give its first picture
+            within ``startup_timeout`` seconds of opening (a player joining between keyframes waits for the
+            next); after that, one that delivers no frame for ``stall_timeout`` seconds is reopened with
+            back-off (RTMP and SRT connections, which servers hold while a publisher is away, are waited on
+            up to ``startup_timeout``), up to ``max_reconnects`` attempts in a row, the first open included.
         rtsp_transport: "udp" or "tcp" for RTP from an ``rtsp://`` source (default: FFmpeg's, UDP then TCP).
 
     Returns:
@@ -207,6 +212,7 @@ def matte_video(
         duration=duration,
         max_reconnects=max_reconnects,
         stall_timeout=stall_timeout,
+        startup_timeout=startup_timeout,
         rtsp_transport=rtsp_transport,
         log=log,
     )

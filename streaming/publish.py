@@ -32,7 +32,7 @@ from spgim.errors import SpgimError
 
 from .frames import AudioPacket, VideoFrame, VideoInfo
 from .outputs import STREAM_FORMATS, Destination, Output, VideoOutput, failure_reason
-from .srt import SrtConnection
+from .srt import IO_BUFFER_SIZE, SrtConnection
 from .urls import error_reason, redact, scheme, scrub
 
 _MUXERS = {".flv": "flv", ".rtsp": "rtsp", ".ts": "mpegts"}
@@ -41,8 +41,6 @@ QUEUE_ITEMS = 48  # frames and audio packets, about half a second: beyond that t
 STEADY_S = 10.0  # sending this long without a drop starts the reconnect count again
 DRAIN_S = 5.0  # close() waits this long for the queue to be sent and the stream finished
 HURRY_S = 0.5  # ... and this long once the job is told to hurry
-# PyAV's I/O buffer for an SRT destination: whole live-mode payloads (7 TS packets), so none is split.
-SRT_BUFFER_BYTES = 24 * 1316
 
 
 def is_destination(target: str | Path) -> bool:
@@ -145,7 +143,7 @@ class PublishedStream(Output):
             if scheme(url) == "srt":
                 self.connection = SrtConnection(url, open_timeout=open_timeout, io_timeout=io_timeout, sending=True)
                 return av.open(
-                    self.connection, "w", format=muxer, container_options=options, buffer_size=SRT_BUFFER_BYTES
+                    self.connection, "w", format=muxer, container_options=options, buffer_size=IO_BUFFER_SIZE
                 )
             timeout = (open_timeout, io_timeout)
             return av.open(url, "w", format=muxer, container_options=options, timeout=timeout)

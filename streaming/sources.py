@@ -1,4 +1,5 @@
-"""Where frames come from: files and network streams through PyAV, webcams through OpenCV, image folders.
+"""Where frames come from: files and network streams through PyAV, webcams through OpenCV, image folders
+(what is known of a live network source before a frame, its start-up budget and demuxer options: :mod:`.network`).
 
 ``open_source(spec)`` returns a :class:`Source` whose ``items()`` yields decoded :class:`VideoFrame`
 objects and, for files, the audio packets to pass through, in demux order. Bad input is one
@@ -16,7 +17,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import glob
-import socket
 import threading
 import time
 from collections import deque
@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -32,48 +31,24 @@ from spgim.errors import SpgimError
 
 from .audio import probe_audio_timing
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
+from .network import (
+    HELD_SCHEMES,
+    STARTUP_TIMEOUT_S,
+    SourceDownError,
+    check_host,
+    demux_options,
+    is_fatal_open_error,
+)
 from .srt import SrtConnection, SrtUnreachableError
 from .urls import error_reason, is_network, is_webcam, redact, scheme
 
 Item = VideoFrame | AudioPacket
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LIVE_TIME_BASE = Fraction(1, 1000)  # live frames are stamped with the capture clock, in milliseconds
-# A live source's start-up budget, from the start of an open to its first picture. Cameras' "smart" H.264
-# modes send a keyframe every 10 s, and a player that joins between two waits for the next: 10 s, plus
-# 5 s for connecting (RTMP/SRT handshakes, RTSP's DESCRIBE/SETUP/PLAY, a remote server's round trips),
-# probing (about 0.5 s, see demux_options) and a busy host.
-STARTUP_TIMEOUT_S = 15.0
-# Servers that keep a player connected while its publisher is away, and pass it the restarted publisher's
-# stream from its first packet, a keyframe (measured: nginx-rtmp; srt-live-transmit relaying a publisher).
-# A silent connection to one is waited on, up to the start-up budget, instead of being reopened after the
-# stall timeout: a new connection would join after that keyframe and wait a whole keyframe interval for
-# the next. RTSP servers drop a session's media with its publisher (RTSP::Server: the player's session
-# gets nothing from the new publisher, DESCRIBE says 404 until it is back): RTSP is reopened at a stall.
-HELD_SCHEMES = ("rtmp", "rtmps", "srt")
 # Audio demuxed before a file's first video frame is held for the outputs: at most this much. 32 MiB is
 # over half an hour of 128 kb/s AAC, three minutes of 48 kHz stereo 16-bit PCM: far beyond any real
 # file's late video start, so a file that reaches it has video that does not decode.
 AUDIO_AHEAD_BYTES = 32 * 2**20
-# FFmpeg errors on opening a live source that another attempt cannot mend: an unknown protocol or format,
-# a malformed URL or option, refused credentials. Anything else (refused, 404 "not published yet", timeouts,
-# I/O errors) may be a source that is not up yet, and is retried.
-_FATAL_OPEN_ERRORS = (
-    "ProtocolNotFoundError",
-    "DemuxerNotFoundError",
-    "DecoderNotFoundError",
-    "OptionNotFoundError",
-    "ArgumentError",
-    "PermissionError",
-    "HTTPBadRequestError",
-    "HTTPUnauthorizedError",
-    "HTTPForbiddenError",
-)
-_HOSTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "srt")  # udp://@:port has no host
-
-
-class SourceDownError(SpgimError):
-    """A live source that is not reachable or not delivering now (refused, silent, stalled, ended): worth
-    another attempt, unlike the other :class:`SpgimError` s of an open."""
 
 
 class Source(abc.ABC):
@@ -164,7 +139,7 @@ class PyAVSource(Source):
                 raise SpgimError(f"{spec}: the file is empty")
         options = demux_options(spec, live=live, rtsp_transport=rtsp_transport)
         if self.startup_timeout is not None:
-            _check_host(spec, self.name)
+            check_host(spec, self.name)
             open_timeout, connect_timeout = self.startup_timeout, min(open_timeout, self.startup_timeout)
             if self.held:
                 read_timeout = self.startup_timeout  # a silent publisher is waited for on the open connection
@@ -184,7 +159,7 @@ class PyAVSource(Source):
             self.container = av.open(target, format=fmt, options=options, timeout=timeout, metadata_errors="replace")
         except av.error.FFmpegError as error:
             self._close_connection()
-            fatal = type(error).__name__ in _FATAL_OPEN_ERRORS or not live
+            fatal = is_fatal_open_error(error) or not live
             kind = SpgimError if fatal else SourceDownError
             raise kind(f"cannot open {self.name}: {error_reason(error, spec)}") from None
         except SrtUnreachableError as error:
@@ -604,56 +579,6 @@ def _duration(video: Any, container: Any) -> float | None:
     if container.duration:
         return container.duration / 1_000_000
     return None
-
-
-RTSP_TRANSPORTS = ("udp", "tcp")
-
-
-def demux_options(spec: str, *, live: bool, rtsp_transport: str | None = None) -> dict[str, str]:
-    """FFmpeg demuxer options for ``spec``: the RTSP transport, and low delay for live network sources.
-
-    Live: no input buffering, and probing stops after 256 KiB or half a second of stream instead of 5 MB /
-    5 s: enough for the one video stream a live source is read for, and start-up is what a viewer waits.
-    Except RTMP: FFmpeg's FLV probe reads on until it has decoded a picture, from a keyframe, and without
-    buffering it would drop that keyframe with the rest of what it probed: a player that joined between
-    keyframes would wait a second keyframe interval (measured with nginx-rtmp, keyframes 10 s apart, joined
-    2 s in: the first picture 18.4 s after the open instead of 8.9 s).
-    """
-    options: dict[str, str] = {}
-    kind = scheme(spec)
-    if rtsp_transport is not None:
-        if rtsp_transport not in RTSP_TRANSPORTS:
-            raise SpgimError(f"unknown RTSP transport {rtsp_transport!r}; choose {' or '.join(RTSP_TRANSPORTS)}")
-        if kind in ("rtsp", "rtsps"):
-            options["rtsp_transport"] = rtsp_transport
-    if live and is_network(spec):
-        options.update(probesize="262144", analyzeduration="500000")
-        if kind not in ("rtmp", "rtmps"):
-            options["fflags"] = "nobuffer"
-    return options
-
-
-def _check_host(spec: str, name: str) -> None:
-    """One line at once for a live URL whose host cannot exist: FFmpeg reports an unknown host as a plain
-    I/O error, which would be retried like a server that is down."""
-    kind = scheme(spec)
-    if kind == "srt":
-        return  # the SRT connection resolves its host itself, with the same distinction
-    try:
-        host = urlsplit(spec).hostname
-    except ValueError:
-        return  # a malformed URL: FFmpeg says so in one line (Invalid argument)
-    if not host:
-        if kind in _HOSTED_SCHEMES:
-            raise SpgimError(f"cannot open {name}: the URL has no host")
-        return
-    try:
-        socket.getaddrinfo(host, None)
-    except socket.gaierror as error:
-        # A name server that does not answer may answer later; a name that does not exist will not.
-        if error.errno == socket.EAI_AGAIN:
-            raise SourceDownError(f"cannot open {name}: {error.strerror}") from None
-        raise SpgimError(f"cannot open {name}: no such host ({error.strerror})") from None
 
 
 def open_source(

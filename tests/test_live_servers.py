@@ -27,8 +27,9 @@ from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.frames import VideoInfo
 from spgim.streaming.job import MatteResult, matte_video
+from spgim.streaming.network import demux_options
 from spgim.streaming.publish import PublishedStream, is_destination
-from spgim.streaming.sources import PyAVSource, demux_options, open_source
+from spgim.streaming.sources import PyAVSource, open_source
 from spgim.streaming.srt import parse_srt_url
 
 OUTAGE_S = 3.0
