@@ -18,6 +18,15 @@ def _seed() -> None:
 
 
 @pytest.fixture(scope="session")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny configuration with random weights exported to ONNX fp32, sizes 64..512 dynamic: the streaming
+    tests' model, exported once for the session (a module that needs other formats defines its own ``model``)."""
+    from model_pairs import export_tiny
+
+    return export_tiny(tmp_path_factory.mktemp("tiny-onnx"))
+
+
+@pytest.fixture(scope="session")
 def live_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
     """The live configuration with random weights, exported to every CPU format (pt2 where a compiler is),
     sizes 64..512 dynamic: ``(export folder, spd, spgm)``.

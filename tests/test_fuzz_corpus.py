@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from fuzz.mutations import KINDS, mutate
 from media import make_clip
-from model_pairs import export_tiny
 
 from spgim.errors import SpgimError
 from spgim.runtime.artifacts import load_artifacts
@@ -34,12 +33,6 @@ from spgim.streaming.sources import open_source
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 SEEDS = {".mp4": "aac", ".mkv": "opus", ".webm": "vorbis", ".mov": "pcm_s16le", ".avi": "mp3"}
 RUN_TIMEOUT = 120  # seconds; a damaged 24-frame clip that takes longer is hanging
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny export for the module; tests that damage it work on a copy."""
-    return export_tiny(tmp_path_factory.mktemp("fuzz-model"))
 
 
 def _copy(model: Path, tmp_path: Path) -> Path:
@@ -68,8 +61,7 @@ def _matte(model: Path, clip: Path, out: Path) -> tuple[Path, subprocess.Complet
     return output, subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
 
 
-def test_damaged_clips_end_cleanly(corpus: list[Path], exported: Path, tmp_path: Path) -> None:
-    model = exported
+def test_damaged_clips_end_cleanly(corpus: list[Path], model: Path, tmp_path: Path) -> None:
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda clip: (clip, *_matte(model, clip, tmp_path)), corpus))
     outcomes = {"written": 0, "refused": 0}
@@ -128,10 +120,10 @@ def test_tags_in_no_known_encoding_do_not_stop_the_job(tmp_path: Path) -> None:
     ],
 )
 def test_export_json_of_the_wrong_shape_is_one_line(
-    exported: Path, tmp_path: Path, where: str, change: Callable[[dict[str, Any]], object], message: str
+    model: Path, tmp_path: Path, where: str, change: Callable[[dict[str, Any]], object], message: str
 ) -> None:
     """What the fuzzer found next: manifest and sidecar fields of the wrong type or missing raised KeyError."""
-    model = _copy(exported, tmp_path)
+    model = _copy(model, tmp_path)  # the session's export, damaged here on a copy
     data = json.loads((model / where).read_text())
     change(data)
     (model / where).write_text(json.dumps(data))
@@ -139,9 +131,9 @@ def test_export_json_of_the_wrong_shape_is_one_line(
         load_artifacts(model)
 
 
-def test_an_export_without_an_spgm_artifact_is_one_line(exported: Path, tmp_path: Path) -> None:
+def test_an_export_without_an_spgm_artifact_is_one_line(model: Path, tmp_path: Path) -> None:
     """The fuzzer's third finding: a manifest listing only SPD artifacts stopped Matter with StopIteration."""
-    model = _copy(exported, tmp_path)
+    model = _copy(model, tmp_path)  # the session's export, damaged here on a copy
     manifest = json.loads((model / "spgim-export.json").read_text())
     manifest["artifacts"] = [item for item in manifest["artifacts"] if item["branch"] == "spd"]
     (model / "spgim-export.json").write_text(json.dumps(manifest))

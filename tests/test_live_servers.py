@@ -19,7 +19,6 @@ import av
 import pytest
 from loopback import free_port
 from media import make_clip
-from model_pairs import export_tiny
 from servers import Publisher, RtmpServer, RtspServer, SrtRelay, free_udp_base, require_servers, wait_until_playable
 from streaming_util import probe
 
@@ -33,11 +32,6 @@ from spgim.streaming.sources import PyAVSource, open_source
 from spgim.streaming.srt import parse_srt_url
 
 OUTAGE_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("servers-model"))
 
 
 @pytest.fixture(scope="module")

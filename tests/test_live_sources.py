@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 from loopback import free_port
 from media import make_clip
-from model_pairs import export_tiny
 from servers import HOST, Publisher, RtmpServer, RtspServer, SrtRelay, _Process, free_udp_base, require_servers
 from streaming_util import probe
 
@@ -45,11 +44,6 @@ LONG_GOP = ("-g", "250")  # after Publisher's own -g: ffmpeg takes the last; a k
 GOP_S = 10.0
 OUTAGE_S = 3.0
 JOIN_S = 2.0  # joined this long after the publisher starts: past its first keyframe, 8 s before the next
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("sources-model"))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import av
 import numpy as np
 import pytest
 from media import make_clip
-from model_pairs import export_tiny
 from servers import SrtRelay, free_udp_base, require_servers
 from streaming_util import probe
 
@@ -33,11 +32,6 @@ SPGIM = str(Path(sys.executable).with_name("spgim"))
 def grey_matte(images: np.ndarray) -> np.ndarray:
     """A stand-in model: the red channel as alpha (what is published does not depend on the model)."""
     return images[..., 0].astype(np.float32) / 255.0
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("failures-model"))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from model_pairs import export_tiny
 from streaming_util import probe
 
 from spgim.errors import SpgimError
@@ -24,11 +23,6 @@ from spgim.streaming.job import matte_video
 from spgim.streaming.urls import redact, scrub
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("streaming-model"))
 
 
 def write_clip(

@@ -15,17 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 from media import LoopbackSender, corrupt_middle, debian_file, free_port, make_clip, unknown_codec
-from model_pairs import export_tiny
 from streaming_util import probe
 
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.job import MatteResult, matte_video
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("media-model"))
 
 
 @pytest.mark.parametrize(

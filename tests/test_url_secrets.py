@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from loopback import free_port
 from media import make_clip
-from model_pairs import export_tiny
 from servers import RtmpServer, SrtRelay, free_udp_base, require_servers
 
 from spgim.errors import SpgimError
@@ -42,11 +41,6 @@ def leaked(text: str) -> list[str]:
 
 def grey_matte(images: np.ndarray) -> np.ndarray:
     return images[..., 0].astype(np.float32) / 255.0
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_tiny(tmp_path_factory.mktemp("secrets-model"))
 
 
 def test_redacted_urls_keep_their_shape() -> None:
