@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +25,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model_pairs import export_tiny
 
     return export_tiny(tmp_path_factory.mktemp("tiny-onnx"))
+
+
+@pytest.fixture(scope="session")
+def matter(model: Path) -> Any:
+    """ONNX Runtime on :func:`model` at working size 128: the live tests' matting callable."""
+    from spgim.runtime.matting import Matter
+
+    return Matter(model, backend="onnxruntime", work_size=128)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of a 320x192 clip at 25 frames/s: what the live tests' publishers send in a loop."""
+    from media import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("publisher-clip") / "src.mp4", size=(320, 192), frames=100, fps=25).path
 
 
 @pytest.fixture(scope="session")

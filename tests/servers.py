@@ -7,6 +7,7 @@
   listener for the player (or to a file, to read back what was published).
 - :class:`Publisher`: ``ffmpeg -re`` sending a clip in a loop (H.264 ultrafast/zerolatency, a keyframe
   every half second) to any of them; ``stop()`` kills it like a camera going away, ``start()`` again.
+- :func:`published`: one of the servers with a publisher sending to it, and the URL a player opens.
 
 ``.ci/run`` installs the packages (``tests/install_servers.sh``); elsewhere a missing one skips the test.
 Every process binds 127.0.0.1 only and is killed when its context ends.
@@ -20,8 +21,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from loopback import free_port
 from requirements import unavailable
@@ -224,3 +228,29 @@ def wait_until_playable(url: str, timeout: float = 15.0, **options: str) -> None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+@contextmanager
+def published(
+    protocol: str, clip: Path, folder: Path, *, options: tuple[str, ...] = (), wait: bool = True
+) -> Iterator[tuple[Publisher, str]]:
+    """A server for ``protocol`` ("rtsp", "rtmp" or "srt"; "rtsp-udp" and "rtsp-tcp" are "rtsp") with Debian's
+    ffmpeg publishing ``clip`` to it, ``options`` added to its command (``("-g", "250")``: a keyframe every
+    10 s); yields (publisher, player URL), once a player can join unless not ``wait``."""
+    server: Any
+    if protocol.startswith("rtsp"):
+        server = RtspServer(folder)
+        publisher = Publisher(clip, server.publish_url(), "rtsp", folder, options=("-rtsp_transport", "udp", *options))
+        url = server.play_url()
+    elif protocol == "rtmp":
+        server = RtmpServer(folder)
+        publisher, url = Publisher(clip, server.url(), "flv", folder, options=options), server.url()
+    else:
+        server = SrtRelay(folder)
+        publisher, url = Publisher(clip, server.publish_url(), "mpegts", folder, options=options), server.play_url()
+    with server, publisher:
+        if wait and protocol == "srt":
+            time.sleep(1.0)  # PyAV cannot open SRT; srt-live-transmit relays as soon as the publisher sends
+        elif wait:
+            wait_until_playable(url)
+        yield publisher, url

@@ -1,9 +1,14 @@
-"""Shared pieces of the streaming tests: a PyAV probe of what a file holds."""
+"""Shared pieces of the streaming tests: a PyAV probe of what a file holds, and a live job through an outage."""
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -55,3 +60,36 @@ def probe(path: Path, *, keep: str | None = None) -> Probe:
         result.audio_packets = counts
         result.audio_seconds = [max(s) - min(s) if s else 0.0 for s in spans]
     return result
+
+
+def through_outage(
+    url: str, publisher: Any, folder: Path, *, outage: float, under_way: Callable[[], None], **job: Any
+) -> tuple[Any, list[str], list[float]]:
+    """``matte_video(url, **job)`` in a thread, writing ``folder/alpha.mkv``; once ``under_way()`` returns, the
+    publisher is stopped for ``outage`` seconds and started again. Returns the result, the log and the gaps
+    between the alpha's frames (the capture clock: the stream's holes), after the checks every outage shares."""
+    from spgim.streaming.job import matte_video
+
+    messages: list[str] = []
+    results: list[Any] = []
+
+    def run() -> None:
+        results.append(matte_video(url, alpha=folder / "alpha.mkv", log=messages.append, progress=False, **job))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    under_way()
+    publisher.stop()
+    time.sleep(outage)
+    publisher.start()
+    thread.join(60)
+    assert results, f"the live job did not finish: {messages}"
+    result = results[0]
+    assert result.frames_in == result.frames_out + result.dropped
+    assert result.reconnects >= 1 and any("reconnect" in message for message in messages), messages
+    times = probe(folder / "alpha.mkv").times
+    assert len(times) == result.frames_out, messages
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert outage - 0.5 < max(gaps), f"no hole for the outage: {messages}"
+    assert sum(gaps[gaps.index(max(gaps)) + 1 :]) > 1.0, f"no frames a second after the outage; {messages}"
+    return result, messages, gaps

@@ -4,13 +4,10 @@ stream published to each of them (and to UDP) while a recording is written."""
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,13 +16,13 @@ import av
 import pytest
 from loopback import free_port
 from media import make_clip
-from servers import Publisher, RtmpServer, RtspServer, SrtRelay, free_udp_base, require_servers, wait_until_playable
-from streaming_util import probe
+from servers import RtmpServer, RtspServer, SrtRelay, free_udp_base, published, require_servers
+from streaming_util import probe, through_outage
 
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.frames import VideoInfo
-from spgim.streaming.job import MatteResult, matte_video
+from spgim.streaming.job import matte_video
 from spgim.streaming.network import demux_options
 from spgim.streaming.publish import PublishedStream, is_destination
 from spgim.streaming.sources import PyAVSource, open_source
@@ -34,72 +31,27 @@ from spgim.streaming.srt import parse_srt_url
 OUTAGE_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def matter(model: Path) -> Matter:
-    return Matter(model, backend="onnxruntime", work_size=128)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("servers-clip") / "src.mp4", size=(320, 192), frames=100, fps=25).path
-
-
-@contextmanager
-def _source(protocol: str, clip: Path, folder: Path) -> Iterator[tuple[Publisher, str]]:
-    """A server for ``protocol`` with Debian's ffmpeg publishing ``clip`` to it; yields (publisher, player URL)."""
-    server: Any
-    if protocol.startswith("rtsp"):
-        server = RtspServer(folder)
-        publisher = Publisher(clip, server.publish_url(), "rtsp", folder, options=("-rtsp_transport", "udp"))
-        url = server.play_url()
-    elif protocol == "rtmp":
-        server = RtmpServer(folder)
-        publisher, url = Publisher(clip, server.url(), "flv", folder), server.url()
-    else:
-        server = SrtRelay(folder)
-        publisher, url = Publisher(clip, server.publish_url(), "mpegts", folder), server.play_url()
-    with server, publisher:
-        if protocol == "srt":
-            time.sleep(1.0)  # PyAV cannot open SRT; srt-live-transmit relays as soon as the publisher sends
-        else:
-            wait_until_playable(url)
-        yield publisher, url
-
-
 @pytest.mark.parametrize("protocol", ["rtsp-udp", "rtsp-tcp", "rtmp", "srt"])
 def test_a_live_source_comes_back_within_seconds_of_a_publisher_outage(
     protocol: str, matter: Matter, clip: Path, tmp_path: Path
 ) -> None:
     require_servers()
-    messages: list[str] = []
-    results: list[MatteResult] = []
     transport = protocol.partition("-")[2] or None
-    with _source(protocol, clip, tmp_path) as (publisher, url):
-        options = {"alpha": tmp_path / "alpha.mkv", "output": tmp_path / "live.mp4", "rtsp_transport": transport}
-
-        def run() -> None:
-            results.append(matte_video(url, matter=matter, duration=9.0, log=messages.append, **options))
-
-        job = threading.Thread(target=run)
-        job.start()
-        time.sleep(3.0)
-        publisher.stop()
-        time.sleep(OUTAGE_S)
-        publisher.start()
-        job.join(60)
-    assert results, f"the live job did not finish: {messages}"
-    result = results[0]
-    assert result.frames_in == result.frames_out + result.dropped
-    assert result.reconnects >= 1 and any("reconnect" in message for message in messages), messages
-    times = probe(tmp_path / "alpha.mkv").times  # the capture clock: gaps are the stream's holes
-    assert len(times) == result.frames_out == len(probe(tmp_path / "live.mp4").times)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    longest = max(gaps)
-    assert OUTAGE_S - 0.5 < longest <= 6.0, f"longest gap {longest:.2f} s; {messages}"
-    resumed = times[-1] - times[gaps.index(longest) + 1]
-    assert resumed > 1.0, f"frames stopped {resumed:.2f} s after the outage; {messages}"
+    with published(protocol, clip, tmp_path) as (publisher, url):
+        result, messages, gaps = through_outage(
+            url,
+            publisher,
+            tmp_path,
+            outage=OUTAGE_S,
+            under_way=lambda: time.sleep(3.0),
+            matter=matter,
+            duration=9.0,
+            output=tmp_path / "live.mp4",
+            rtsp_transport=transport,
+        )
+    assert max(gaps) <= 6.0, f"longest gap {max(gaps):.2f} s; {messages}"
     made = probe(tmp_path / "live.mp4")
-    assert (made.width, made.height) == (320, 192)
+    assert (made.width, made.height) == (320, 192) and len(made.times) == result.frames_out
 
 
 def _read_back(url: str, found: dict[str, Any], *, deadline: float, **options: Any) -> None:

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +28,18 @@ import av
 import numpy as np
 import pytest
 from loopback import free_port
-from media import make_clip
-from servers import HOST, Publisher, RtmpServer, RtspServer, SrtRelay, _Process, free_udp_base, require_servers
-from streaming_util import probe
+from servers import HOST, Publisher, RtmpServer, SrtRelay, _Process, free_udp_base, published, require_servers
+from streaming_util import probe, through_outage
 
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
-from spgim.streaming.job import MatteResult, matte_video
+from spgim.streaming.job import matte_video
 from spgim.streaming.sources import PyAVSource, open_source
 
 LONG_GOP = ("-g", "250")  # after Publisher's own -g: ffmpeg takes the last; a keyframe every 10 s at 25 fps
 GOP_S = 10.0
 OUTAGE_S = 3.0
 JOIN_S = 2.0  # joined this long after the publisher starts: past its first keyframe, 8 s before the next
-
-
-@pytest.fixture(scope="module")
-def matter(model: Path) -> Matter:
-    return Matter(model, backend="onnxruntime", work_size=128)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("sources-clip") / "src.mp4", size=(320, 192), frames=100, fps=25).path
 
 
 class _Watched:
@@ -67,30 +53,6 @@ class _Watched:
         return self.matter(images)
 
 
-@contextmanager
-def _long_gop_source(protocol: str, clip: Path, folder: Path) -> Iterator[tuple[Publisher, str]]:
-    """A server for ``protocol`` and a publisher with keyframes 10 s apart; yields (publisher, player URL)."""
-    server: Any
-    if protocol == "rtsp":
-        server = RtspServer(folder)
-        options = ("-rtsp_transport", "udp", *LONG_GOP)
-        publisher, url = Publisher(clip, server.publish_url(), "rtsp", folder, options=options), server.play_url()
-    elif protocol == "rtmp":
-        server = RtmpServer(folder)
-        publisher, url = Publisher(clip, server.url(), "flv", folder, options=LONG_GOP), server.url()
-    else:
-        server = SrtRelay(folder)
-        publisher = Publisher(clip, server.publish_url(), "mpegts", folder, options=LONG_GOP)
-        url = server.play_url()
-    with server, publisher:
-        yield publisher, url
-
-
-def _gaps(path: Path) -> list[float]:
-    times = probe(path).times  # the capture clock: gaps are the stream's holes
-    return [b - a for a, b in itertools.pairwise(times)]
-
-
 # What each protocol achieves through a 3 s outage of a publisher with keyframes 10 s apart (see the
 # module's docstring): RTSP waits for the restarted publisher's second keyframe.
 LONGEST_GAP_S = {"rtmp": 6.0, "srt": 6.0, "rtsp": OUTAGE_S + GOP_S + 2.0}
@@ -101,36 +63,20 @@ def test_a_long_gop_source_joined_mid_gop_starts_and_survives_an_outage(
     protocol: str, matter: Matter, clip: Path, tmp_path: Path
 ) -> None:
     require_servers()
-    messages: list[str] = []
-    results: list[MatteResult] = []
     watched = _Watched(matter)
+
+    def under_way() -> None:
+        assert watched.started.wait(30), "no picture"  # the next keyframe, within the start-up budget
+        time.sleep(2.0)
+
     # The job runs until this much capture time has passed: the outage, then frames again for a while.
     duration = 2.0 + LONGEST_GAP_S[protocol] + 2.0
-    with _long_gop_source(protocol, clip, tmp_path) as (publisher, url):
+    with published(protocol, clip, tmp_path, options=LONG_GOP, wait=False) as (publisher, url):
         time.sleep(JOIN_S)
-        options = {"alpha": tmp_path / "alpha.mkv", "output": tmp_path / "live.mp4", "duration": duration}
-
-        def run() -> None:
-            results.append(matte_video(url, matter=watched, log=messages.append, progress=False, **options))
-
-        job = threading.Thread(target=run)
-        job.start()
-        assert watched.started.wait(30), f"no picture: {messages}"  # the next keyframe, within the budget
-        time.sleep(2.0)
-        publisher.stop()
-        time.sleep(OUTAGE_S)
-        publisher.start()
-        job.join(60)
-    assert results, f"the live job did not finish: {messages}"
-    result = results[0]
-    assert result.frames_in == result.frames_out + result.dropped
-    assert result.reconnects >= 1 and any("reconnect" in message for message in messages), messages
-    gaps = _gaps(tmp_path / "alpha.mkv")
-    assert len(gaps) + 1 == result.frames_out
-    longest = max(gaps)
-
-    assert OUTAGE_S - 0.5 < longest <= LONGEST_GAP_S[protocol], f"longest gap {longest:.2f} s; {messages}"
-    assert sum(gaps[gaps.index(longest) + 1 :]) > 1.0, f"no frames after the outage; {messages}"
+        _, messages, gaps = through_outage(
+            url, publisher, tmp_path, outage=OUTAGE_S, under_way=under_way, matter=watched, duration=duration
+        )
+    assert max(gaps) <= LONGEST_GAP_S[protocol], f"longest gap {max(gaps):.2f} s; {messages}"
 
 
 def test_a_live_source_that_is_not_up_yet_is_joined_when_it_comes_up(
