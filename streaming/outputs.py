@@ -35,6 +35,7 @@ from spgim.errors import SpgimError
 from .audio import PacketRetimer, copy_packet, frame_samples, open_decoder
 from .composite import upright
 from .frames import AudioPacket, AudioTrack, VideoFrame, VideoInfo
+from .urls import error_reason
 
 KINDS = ("composite", "alpha", "foreground")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -171,12 +172,6 @@ def _quality_options(
         if live:
             options["tune"] = "zerolatency"
     return options
-
-
-def failure_reason(error: BaseException) -> str:
-    """One line for an error of PyAV, FFmpeg or a socket, without the URL FFmpeg's message repeats."""
-    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return " ".join(str(reason).split()).rstrip(".")
 
 
 class Output(abc.ABC):
@@ -383,7 +378,7 @@ class VideoOutput(Output):
         except (av.error.FFmpegError, OSError) as error:
             # A socket's OSError reaches here through PyAV's I/O callback (an SRT destination gone).
             self.broken = True
-            raise SpgimError(f"cannot encode {self.label}: {failure_reason(error)}") from None
+            raise SpgimError(f"cannot encode {self.label}: {error_reason(error)}") from None
 
     def _write(self, frame: VideoFrame, image: np.ndarray) -> None:
         import av
@@ -432,14 +427,14 @@ class VideoOutput(Output):
             route.write(self.container, packet.packet)
         except OSError as error:  # the destination's socket: the whole output is gone, not one track
             self.broken = True
-            raise SpgimError(f"cannot send to {self.label}: {failure_reason(error)}") from None
+            raise SpgimError(f"cannot send to {self.label}: {error_reason(error)}") from None
         except av.error.FFmpegError as error:
             del self.audio[packet.track]
             self.dropped_audio.append(route)
             when = packet.packet.pts
             seconds = f" at {float(when * packet.packet.time_base):.2f} s" if when is not None else ""
             self.notes.append(
-                f"{self.label}: audio track {packet.track} stopped{seconds} ({failure_reason(error)}); "
+                f"{self.label}: audio track {packet.track} stopped{seconds} ({error_reason(error)}); "
                 "the video was finished without the rest of it"
             )
 
@@ -455,12 +450,12 @@ class VideoOutput(Output):
                 self._flush()
         except (av.error.FFmpegError, OSError) as error:
             self.notes.append(
-                f"{self.label}: the encoders could not be flushed ({failure_reason(error)}); frames may miss"
+                f"{self.label}: the encoders could not be flushed ({error_reason(error)}); frames may miss"
             )
         try:
             self.container.close()
         except (av.error.FFmpegError, OSError) as error:
-            raise SpgimError(f"cannot finish {self.label}: {failure_reason(error)}") from None
+            raise SpgimError(f"cannot finish {self.label}: {error_reason(error)}") from None
 
     def _flush(self) -> None:
         for packet in self.video.encode(None):

@@ -31,7 +31,7 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .frames import AudioPacket, VideoFrame, VideoInfo
-from .outputs import STREAM_FORMATS, Destination, Output, VideoOutput, failure_reason
+from .outputs import STREAM_FORMATS, Destination, Output, VideoOutput
 from .srt import IO_BUFFER_SIZE, SrtConnection
 from .urls import error_reason, redact, scheme, scrub
 
@@ -206,7 +206,7 @@ class PublishedStream(Output):
                     continue
                 self._send(item)
         except BaseException as error:  # a defect, not a drop: stop publishing and say so
-            self.failed = f"publishing to {self.label} stopped: {type(error).__name__}: {failure_reason(error)}"
+            self.failed = f"publishing to {self.label} stopped: {type(error).__name__}: {error_reason(error, self.url)}"
             self.failed = scrub(self.failed, self.url)
             self.log(self.failed)
             self.notes.append(self.failed)
@@ -229,7 +229,7 @@ class PublishedStream(Output):
             self.outages += 1
             self.lost += isinstance(item, tuple)
             self._drop()
-            reason = str(error) if isinstance(error, SpgimError) else f"{type(error).__name__}: {failure_reason(error)}"
+            reason = str(error) if isinstance(error, SpgimError) else f"{type(error).__name__}: {error_reason(error)}"
             self._retry_later(reason, dropped=True)
             return
         if self.attempts and time.monotonic() - self.steady_since >= STEADY_S:

@@ -129,10 +129,11 @@ def scrub(message: str, spec: str) -> str:
     return clean
 
 
-def error_reason(error: BaseException, spec: str) -> str:
+def error_reason(error: BaseException, spec: str | None = None) -> str:
     """FFmpeg's (or the OS's) reason for ``error`` in one line, without ``spec``'s secrets.
 
     The reason, not ``str(error)``: PyAV's message repeats the URL it was given, user and password included.
     """
-    text = getattr(error, "strerror", None) or str(error)
-    return scrub(" ".join(str(text).split()).rstrip("."), spec)
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    line = " ".join(str(text).split()).rstrip(".")
+    return scrub(line, spec) if spec else line
