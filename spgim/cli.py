@@ -64,7 +64,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line (``argv``, else the process's arguments); returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -78,6 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # The process is exiting with its outputs finished: a second Ctrl-C or SIGTERM (docker stop after
+            # a first) must not turn the exit into a kill or a traceback while the interpreter shuts down.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return int(result or 0)
 
 
