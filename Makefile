@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz clean
+.PHONY: demo test test-fast lint fuzz clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*/*.cpp csrc/*/*.h)
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The suite without the tests marked slow (AOTInductor compiles, whole training runs, wheel builds): minutes, not tens.
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not slow"
 
 # Coverage-guided fuzzing of media files, checkpoints and export folders for FUZZ_SECONDS (findings: .fuzz/crashes).
 FUZZ_SECONDS ?= 300
