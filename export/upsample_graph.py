@@ -18,7 +18,7 @@ from torch import nn
 
 from spgim.aoti_build import aoti_compiler_missing, compile_package
 from spgim.errors import SpgimError
-from spgim.runtime.machine import cpu_facts
+from spgim.machine import cpu_facts
 
 from .io_spec import GraphSpec
 from .pt2 import SIZE_MULTIPLE, accepted_sizes

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.machine import cpu_facts, native_bf16_missing
 
 from .artifacts import Artifact
-from .machine import cpu_facts, native_bf16_missing
 from .protocol import batch_slices, check_fixed_batch
 
 PRECISIONS = ("fp32", "bf16")

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.machine import flags_line, machine_facts
 
 from .artifacts import load_artifacts
 from .ceilings import CeilingOptions, ResNet50
-from .machine import flags_line, machine_facts
 from .matting import Matter
 from .registry import backend_record, runnable
 from .timing import time_calls

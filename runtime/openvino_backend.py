@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.machine import NATIVE_BF16_FLAGS, cpu_facts
 
 from .artifacts import Artifact
-from .machine import NATIVE_BF16_FLAGS, cpu_facts
 from .protocol import batch_slices, check_fixed_batch, fixed_batch
 
 OPENVINO_PIN = "openvino==2026.4.1"

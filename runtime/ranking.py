@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.machine import cpu_facts, gpu_names, library_versions
 
 from .artifacts import MANIFEST, Artifact, ChangedArtifactError, misfit
-from .machine import cpu_facts, gpu_names, library_versions
 from .registry import BACKENDS, BackendOptions, BackendRecord, open_backend, runnable
 from .timing import time_calls
 

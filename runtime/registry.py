@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spgim.errors import SpgimError
+from spgim.machine import cpu_facts, native_bf16_missing
 
 from . import ceilings
 from .artifacts import Artifact, load_artifacts, select_pair, verify_files
 from .devices import unavailable_reason
-from .machine import cpu_facts, native_bf16_missing
 from .protocol import Backend
 
 

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spgim.machine import flags_line, machine_facts
 from spgim.runtime.artifacts import load_artifacts
-from spgim.runtime.machine import flags_line, machine_facts
 from spgim.runtime.registry import BACKENDS, runnable
 
 SPGIM = [sys.executable, "-m", "spgim"]

@@ -30,7 +30,7 @@ import av
 import cv2
 import numpy as np
 
-from spgim.runtime.machine import flags_line, machine_facts
+from spgim.machine import flags_line, machine_facts
 from spgim.runtime.matting import Matter, shrink, working_size
 from spgim.runtime.upsampling import cv2_guided_upsampler, open_upsampler, upsampler_artifact
 from spgim.streaming.composite import GREEN, composite

@@ -24,9 +24,9 @@ from spgim.aoti_build import aoti_compiler_missing
 from spgim.errors import SpgimError
 from spgim.export.io_spec import spd_spec, spgm_spec
 from spgim.export.pt2 import accepted_sizes, dynamic_shapes, export_pt2
+from spgim.machine import cpu_facts, native_bf16_missing
 from spgim.runtime.aoti_backend import AOTInductorBackend, aoti_unavailable, load_package, resnet50_aoti
 from spgim.runtime.artifacts import Artifact, load_artifacts, select_pair
-from spgim.runtime.machine import cpu_facts, native_bf16_missing
 from spgim.train.config import get_config
 from spgim.train.models import attention_impl, build_model, guide_channels
 

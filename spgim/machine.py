@@ -2,6 +2,8 @@
 
 Everything that depends on the CPU says what it found (bench JSON, ``auto``'s ranking key, bf16 refusals):
 machines of one project differ (AVX2 only on one, AVX-512 with AVX512-BF16 or AMX on another).
+It sits in the shared ground because export (what an AOTInductor package was compiled for) and runtime
+(what an engine may run here) both ask it.
 """
 
 from __future__ import annotations
