@@ -3,7 +3,7 @@
     .venv/bin/python scripts/compare_pairs.py --pair old=R1/spd/best.pt,R1/spgm/best.pt \\
         --pair new=R2/spd/best.pt,R2/spgm/best.pt --seeds 3-8 --size 320x192 [--json out.json]
 
-Each seed renders a 640x384 clip (``spgim.clips``, 12 frames); frames 0, 4 and 8 are matted with SPD on
+Each seed renders a 640x384 clip (``spgim.train.data.clips``, 12 frames); frames 0, 4 and 8 are matted with SPD on
 every frame (eager PyTorch) at the working size and scored against the true alpha there.
 """
 
@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import torch
 
-from spgim.clips import render_frames
 from spgim.sizes import parse_size
 from spgim.train.checkpoint import load_model
+from spgim.train.data.clips import render_frames
 
 
 def seeds(text: str) -> list[int]:

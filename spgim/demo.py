@@ -174,7 +174,7 @@ def _truth_of(clip: Path) -> Path:
 
 
 def _clip(path: Path, frames: int, size: tuple[int, int] = CLIP_SIZE, fps: int = 24) -> Path:
-    from spgim.clips import render_clip
+    from spgim.train.data.clips import render_clip
 
     if path.is_file() and _truth_of(path).is_file():
         print(f"demo: reusing the clip {path}")

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from spgim.clips import ClipInfo, render_clip
 from spgim.errors import SpgimError
+from spgim.train.data.clips import ClipInfo, render_clip
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 SIZE = (128, 96)

@@ -123,8 +123,8 @@ def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
 
 
 def test_demo_quality_line_comes_from_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from spgim.clips import render_clip
     from spgim.demo import _quality
+    from spgim.train.data.clips import render_clip
 
     truth = tmp_path / "clip-alpha.mkv"
     info = render_clip(tmp_path / "clip.mp4", frames=3, size=(64, 32), seed=3, alpha_path=truth)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import spgim.reference as reference
-from spgim.clips import render_frames
 from spgim.errors import SpgimError
 from spgim.train.checkpoint import load_checkpoint, load_model, weights_digest
 from spgim.train.config import get_config
+from spgim.train.data.clips import render_frames
 
 # What each shipped pair scores on a generated clip it never saw (measured when shipped: live 0.57, tiny
 # 0.67): mean IoU at 0.5 of the alpha with SPD on every frame, at 384x224, every 4th of 12 frames.

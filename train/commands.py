@@ -49,8 +49,9 @@ def _option(option: str, text: str, convert: Callable[[str], T], expected: str) 
 def _clip(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
-    from spgim.clips import render_clip
     from spgim.sizes import parse_size
+
+    from .data.clips import render_clip
 
     height, width = parse_size(args.size, multiple=1)
     size = (width, height)

@@ -1,10 +1,11 @@
 """Generated clips with their true alpha: objects moving over a panning photo, with a melody.
 
-They serve the demo, ``spgim data clip``, the video evaluation and the tests; training never reads them.
-Each object is rendered once as a sprite (exact alpha and colour from :mod:`spgim.train.data.shapes`)
+They serve the demo, ``spgim data clip``, the video evaluation and the tests; training never reads them,
+but they are drawn with the training data's generator, so they live beside it.
+Each object is rendered once as a sprite (exact alpha and colour from :mod:`.shapes`)
 and then moved, turned and scaled frame by frame with one affine warp of both, so the ground-truth
-alpha of every frame is known. The background is a photo from :mod:`spgim.train.data.backgrounds`,
-panned slowly; frames are composited with :func:`spgim.train.data.compose.composite` (Eq. 1) and
+alpha of every frame is known. The background is a photo from :mod:`.backgrounds`,
+panned slowly; frames are composited with :func:`.compose.composite` (Eq. 1) and
 encoded as H.264 (yuv420p) in MP4 with an AAC track. Everything is drawn from one seed, so a seed gives the same clip.
 """
 
@@ -21,9 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spgim.errors import SpgimError
-from spgim.train.data.backgrounds import load_photo
-from spgim.train.data.compose import composite
-from spgim.train.data.shapes import SHAPES, ObjectSpec, render_alpha, render_colour, sample_attributes
+
+from .backgrounds import load_photo
+from .compose import composite
+from .shapes import SHAPES, ObjectSpec, render_alpha, render_colour, sample_attributes
 
 __all__ = ["AUDIO_RATE", "ClipInfo", "render_clip", "render_frames"]
 
