@@ -395,12 +395,13 @@ def _build_engines(
 
 
 def _stream_defaults(config: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
-    """How the runtime streams this model unless told otherwise: the configuration's working size and keyframe
-    interval, and the blur of SPD's training target (the guide made from the previous alpha is blurred alike)."""
+    """How the runtime streams this model unless told otherwise (the sidecar's ``stream`` entry): the
+    configuration's design, and the blur of SPD's training target (the guide made from the previous alpha is
+    blurred alike)."""
     sigma = source["spd_checkpoint"].get("mask_sigma")
     if sigma is None:  # checkpoints from before SPD recorded it: the recipe of its configuration
         sigma = RECIPES.get(config["name"], RECIPES["tiny"])["spd"]["mask_sigma"]
-    return {**stream_defaults(config), "guide_sigma": float(sigma)}
+    return stream_defaults(config).overridden(guide_sigma=float(sigma)).record()
 
 
 def _height_width(width_height: list[int]) -> tuple[int, int]:

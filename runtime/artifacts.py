@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spgim.errors import SpgimError
+from spgim.stream_defaults import StreamDefaults
 
 MANIFEST = "spgim-export.json"
 # The third exported graph: guided upsampling of the working-size alpha to the frame (no checkpoint of its own).
@@ -38,7 +39,7 @@ _SIDECAR_SHAPE: dict[str, Any] = {
     "source": {"spd_checkpoint": {"weights": str}},
     "profile": {"min": SIZE, "opt": SIZE, "max": SIZE},
     "export_size": SIZE,
-    "stream": {"work_size": int, "keyframe_interval": int, "guide_sigma": float},
+    "stream": StreamDefaults.record_types(),
     "batch": int,
     "flops_per_frame": float,
     "cpu_flags": [str],

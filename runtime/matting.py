@@ -5,8 +5,8 @@ longer side at most ``work_size``, both sides multiples of 32, aspect kept), sca
 run through SPD -> SPGM (SPD on keyframes only when a keyframe interval is set, see
 :mod:`.keyframes`), and the alpha is resized back to each frame's size: with numpy and cv2 on the
 host for CPU backends, with torch on the device for GPU backends (only the final alpha comes back).
-The working size and keyframe interval default to what the export recorded for its configuration
-(the ``stream`` entry of SPGM's sidecar; the ``live`` configuration sets them), else 512 and 0.
+The working size, keyframe interval, keyframe ramp and smoothing default to what the export recorded
+for its configuration (the ``stream`` entry of SPGM's sidecar, :class:`spgim.stream_defaults.StreamDefaults`).
 """
 
 from __future__ import annotations
@@ -18,32 +18,15 @@ import cv2
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.stream_defaults import StreamDefaults
 
 from .artifacts import check_size, load_artifacts
 from .device_frames import matte_on_device
-from .keyframes import KEYFRAME_RAMP, KeyframePolicy, KeyframeScheduler
+from .keyframes import KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
 from .upsampling import choose_upsampling, cv2_guided_upsampler, open_upsampler, upsampler_artifact
-
-DEFAULT_WORK_SIZE = 512
-
-
-def stream_defaults(spgm_sidecar: dict[str, Any]) -> dict[str, Any]:
-    """The export's ``stream`` entry: ``work_size``, ``keyframe_interval``, ``guide_sigma``, ``smoothing``,
-    ``keyframe_ramp``.
-
-    Absent entries are 512, 0, 1.0, 0 and :data:`~.keyframes.KEYFRAME_RAMP`.
-    """
-    recorded = spgm_sidecar.get("stream") or {}
-    return {
-        "work_size": int(recorded.get("work_size", DEFAULT_WORK_SIZE)),
-        "keyframe_interval": int(recorded.get("keyframe_interval", 0)),
-        "guide_sigma": float(recorded.get("guide_sigma", 1.0)),
-        "smoothing": float(recorded.get("smoothing", 0.0)),
-        "keyframe_ramp": int(recorded.get("keyframe_ramp", KEYFRAME_RAMP)),
-    }
 
 
 def shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -75,10 +58,9 @@ class Matter:
             to the model (:mod:`.ranking`) and takes the fastest; :attr:`selection` says which and why.
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, or ``"auto"``: the fastest measured precision whose
             alpha stays within 5e-3 mean of fp32's.
-        work_size: the longer side of the working resolution; None takes the export's (else 512).
-        keyframe_interval: run SPD every this many frames (and on scene cuts), SPGM on every frame with
-            SPD's cached features and the previous alpha as its guide; 0 runs SPD on every frame; None
-            takes the export's (``live``: 8; others 0). Frames must then come in stream order.
+        work_size, keyframe_interval, keyframe_ramp, smoothing: see
+            :class:`spgim.stream_defaults.StreamDefaults`; None takes the export's. With a keyframe
+            interval, frames must come in stream order.
         upsampling: how the alpha reaches the frame's size: ``"guided"`` (the export's upsample graph on the
             backend's engine, see :mod:`.upsampling`), ``"guided-cv2"`` (the same filter in OpenCV, CPU only),
             ``"bilinear"``, or ``"auto"``: the graph on a GPU, guided-cv2 on the CPU (where the graph costs more
@@ -88,16 +70,13 @@ class Matter:
         plugin: the TST attention plugin library for engines (default: looked up, see
             :func:`spgim.tst_plugin.find_plugin_library`).
         spinning: let ONNX Runtime's idle threads spin (faster alone, slower beside decode/encode threads).
-        smoothing: motion-gated temporal smoothing of the alpha in [0, 1) (see
-            :class:`spgim.runtime.keyframes.KeyframePolicy`); None takes the export's (0: off).
-        keyframe_ramp: frames over which a keyframe's correction is phased in (see
-            :class:`spgim.runtime.keyframes.KeyframePolicy`); None takes the export's (default 4); 0 switches at once.
 
     Attributes:
         backend_name: which engine and precision runs.
         precision: the precision that runs (what was asked, or what ``"auto"`` picked).
         selection: one line saying how the backend was chosen.
         device: ``"cpu"`` or ``"cuda:N"``, where the backend runs and :meth:`alpha_on_device` returns the alpha.
+        stream: the export's stream defaults with the caller's values laid over them: what runs.
         scheduler: the keyframe scheduler; ``scheduler.stats`` counts the frames where SPD ran.
     """
 
@@ -121,13 +100,12 @@ class Matter:
         any_spgm = next((a for a in self.artifacts if a.branch == "spgm"), None)
         if any_spgm is None or not any(a.branch == "spd" for a in self.artifacts):
             raise SpgimError(f"{model_dir}: the export lists no SPD and SPGM pair; export both branches")
-        defaults = stream_defaults(any_spgm.sidecar)
-        self.work_size = defaults["work_size"] if work_size is None else work_size
-        if self.work_size < 32:
-            raise SpgimError(f"work size must be at least 32 pixels, got {self.work_size}")
-        interval = defaults["keyframe_interval"] if keyframe_interval is None else keyframe_interval
-        if interval < 0:
-            raise SpgimError(f"keyframe interval must be 0 (every frame) or more, got {interval}")
+        recorded = StreamDefaults.from_record(any_spgm.sidecar.get("stream"), f"{any_spgm.path.name}.json's stream")
+        self.stream = recorded.overridden(
+            work_size=work_size, keyframe_interval=keyframe_interval, keyframe_ramp=keyframe_ramp, smoothing=smoothing
+        )
+        self.work_size = self.stream.work_size
+        interval = self.stream.keyframe_interval
         options = BackendOptions(precision=precision, threads=threads, gpu=gpu, plugin=plugin, spinning=spinning)
         if backend != "auto":
             backend_record(backend)
@@ -142,13 +120,10 @@ class Matter:
         self.precision = precision
         self.backend_name = self.backend.name
         self.device = self.backend.device
-        smoothing = defaults["smoothing"] if smoothing is None else smoothing
-        if not 0.0 <= smoothing < 1.0:
-            raise SpgimError(f"smoothing must be at least 0 and below 1, got {smoothing}")
-        ramp = defaults["keyframe_ramp"] if keyframe_ramp is None else keyframe_ramp
-        if ramp < 0:
-            raise SpgimError(f"keyframe ramp must be 0 (switch at once) or more frames, got {ramp}")
-        policy = KeyframePolicy(interval=interval, guide_sigma=defaults["guide_sigma"], smoothing=smoothing, ramp=ramp)
+        stream = self.stream
+        policy = KeyframePolicy(
+            interval=interval, guide_sigma=stream.guide_sigma, smoothing=stream.smoothing, ramp=stream.keyframe_ramp
+        )
         self.scheduler = KeyframeScheduler(self.backend, policy)
         self.keyframe_interval = interval
         graph = upsampler_artifact(self.artifacts, self.spgm_artifact)

@@ -99,7 +99,7 @@ def _check_live_part(out: Path, stdout: str, bench: dict) -> None:
             assert artifact.sidecar["config"]["name"] == "live"
             assert artifact.sidecar["export_size"] == [320, 192]
             stream = artifact.sidecar["stream"]
-            assert {k: stream[k] for k in ("work_size", "keyframe_interval")} == MODEL_CONFIGS["live"]["stream"]
+            assert {k: stream[k] for k in MODEL_CONFIGS["live"]["stream"]} == MODEL_CONFIGS["live"]["stream"]
     with av.open(str(live / "composite.mp4")) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(frames) == 8 and all(frame.shape == (720, 1280, 3) for frame in frames)

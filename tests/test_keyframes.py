@@ -244,7 +244,8 @@ def test_export_records_how_to_stream(folder: Path) -> None:
     for artifact in load_artifacts(folder):
         if artifact.branch in ("spd", "spgm"):
             # tiny's stream section; random checkpoints carry no mask_sigma, so tiny's recipe gives it.
-            assert artifact.sidecar["stream"] == {"work_size": 320, "keyframe_interval": 0, "guide_sigma": 1.0}
+            expected = {"work_size": 320, "keyframe_interval": 0, "keyframe_ramp": 4, "smoothing": 0.0}
+            assert artifact.sidecar["stream"] == {**expected, "guide_sigma": 1.0}
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torchscript", "openvino"])

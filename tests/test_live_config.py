@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from spgim.cli import main
+from spgim.errors import SpgimError
+from spgim.stream_defaults import CONFIGURATION_STREAMS, StreamDefaults
 from spgim.train.checkpoint import load_checkpoint, load_model
 from spgim.train.config import MODEL_CONFIGS, get_config, stream_defaults
 from spgim.train.data.synth import generate_dataset
@@ -108,15 +110,20 @@ def test_encoder_key_is_checked() -> None:
 
 
 def test_stream_section_and_defaults() -> None:
-    assert stream_defaults(get_config("live")) == MODEL_CONFIGS["live"]["stream"]
-    assert set(MODEL_CONFIGS["live"]["stream"]) == {"work_size", "keyframe_interval"}
-    assert MODEL_CONFIGS["live"]["stream"]["keyframe_interval"] > 0
-    assert "stream" not in MODEL_CONFIGS["paper"]
-    assert stream_defaults(get_config("paper")) == {"work_size": 512, "keyframe_interval": 0}
-    assert stream_defaults(get_config("tiny")) == {"work_size": 320, "keyframe_interval": 0}
+    for name in MODEL_CONFIGS:  # each configuration's section reads back as the design it was made from
+        assert stream_defaults(get_config(name)) == CONFIGURATION_STREAMS[name]
+    live, tiny, paper = (stream_defaults(get_config(name)) for name in ("live", "tiny", "paper"))
+    assert live.keyframe_interval > 0 and (live.work_size, tiny.work_size, paper.work_size) == (320, 320, 512)
+    assert tiny.keyframe_interval == paper.keyframe_interval == 0
+    # A checkpoint stored before the section had every key: the absent ones are StreamDefaults' own.
+    older = {"name": "tiny", "stream": {"work_size": 320, "keyframe_interval": 0}}
+    assert stream_defaults(older) == StreamDefaults(work_size=320)
+    assert stream_defaults({"name": "x"}) == StreamDefaults()
     overridden = get_config("live", stream__work_size=512, spgm__tst_kv_stride=2)
-    assert stream_defaults(overridden)["work_size"] == 512 and overridden["spgm"]["tst_kv_stride"] == 2
+    assert stream_defaults(overridden).work_size == 512 and overridden["spgm"]["tst_kv_stride"] == 2
     assert MODEL_CONFIGS["live"]["stream"]["work_size"] != 512  # the deep copy left the table alone
+    with pytest.raises(SpgimError, match=r"configuration 'live'.s stream section: work size must be at least 32"):
+        stream_defaults(get_config("live", stream__work_size=16))
 
 
 def test_summary_command_for_live(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,10 +4,10 @@ and ``live`` (MobileNetV3 encoders for real-time video on a CPU).
 A configuration has one section per branch: ``spd`` (front-end, ASPP, decoder), ``caption``
 (the pre-training head) and ``spgm`` (encoder, TST, AFT decoder, ablation flags). The ``spd`` and
 ``spgm`` sections pick their encoder with ``"encoder"``: ``"resnet"`` (the default when absent;
-``depth``, ``width``) or ``"mobilenetv3"`` (``arch``, ``width_mult``). ``live`` also has a
-``stream`` section, the working size and keyframe interval it was designed for
-(:func:`stream_defaults`). Checkpoints store the whole configuration; :func:`config_differences`
-names what differs between two.
+``depth``, ``width``) or ``"mobilenetv3"`` (``arch``, ``width_mult``). Each also has a
+``stream`` section, how it was designed to be streamed (:func:`stream_defaults`; the values are
+:data:`spgim.stream_defaults.CONFIGURATION_STREAMS`). Checkpoints store the whole configuration;
+:func:`config_differences` names what differs between two.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import copy
 from typing import Any
 
 from spgim.errors import SpgimError
+from spgim.stream_defaults import CONFIGURATION_STREAMS, StreamDefaults
 
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -56,6 +57,7 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_dilations": [2, 4, 8],
             "aft_separable": 7,
         },
+        "stream": CONFIGURATION_STREAMS["paper"].design(),
     },
     "tiny": {
         "name": "tiny",
@@ -95,17 +97,13 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_dilations": [2, 4, 8],
             "aft_separable": 5,
         },
-        # Its first reference run (128 px crops) matted the three 1280x720 reference clips far better at 320 than
-        # at the runtime's 512, SPD on every frame: IoU 0.71 / 0.00 / 0.73 against 0.37 / 0.01 / 0.55.
-        "stream": {"work_size": 320, "keyframe_interval": 0},
+        "stream": CONFIGURATION_STREAMS["tiny"].design(),
     },
     # Real-time video matting on 2 CPU cores (720p30 end to end): SPD runs on keyframes only and
     # should take <= ~40 ms, SPGM runs on every frame and should take <= ~10-12 ms, in ONNX Runtime
     # with 2 threads at the working size. scripts/live_encoders.py measures the candidates; on a
     # shared 2-core EPYC (CPU time / 2 threads, 384x224): SPD ~17 ms, SPGM ~8 ms; at 512x288 SPD
-    # ~30 ms, SPGM ~15 ms. The working size is 320 (320x192 for 16:9): the reference checkpoints matte
-    # the three reference clips as well there as at 384x224 (IoU 0.51/0.03/0.77 vs 0.48/0.05/0.77 at
-    # K=8), and the 720p job runs ~3 frames/s faster (README, "Live matting on a CPU"). The decoder's
+    # ~30 ms, SPGM ~15 ms. The working size is 320 (320x192 for 16:9; why: CONFIGURATION_STREAMS). The decoder's
     # cost is in its OS2/OS1 levels, not the encoder: the last AFT level runs at OS2 (refine_stride 2;
     # at full resolution it is ~2x SPGM's whole time) with 4 channels; TST attends at res4 only (576
     # tokens at 512x288).
@@ -150,13 +148,9 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
             "aft_separable": 5,
             "refine_stride": 2,
         },
-        "stream": {"work_size": 320, "keyframe_interval": 8},
+        "stream": CONFIGURATION_STREAMS["live"].design(),
     },
 }
-
-# What a configuration without a "stream" section runs at: the runtime's default working size,
-# SPD on every frame (no keyframes).
-STREAM_DEFAULTS: dict[str, int] = {"work_size": 512, "keyframe_interval": 0}
 
 # Paper Table 4's ablation variants as (use_tst, use_aft).
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -190,15 +184,11 @@ def get_config(name: str, *, variant: str | None = None, **overrides: Any) -> di
     return config
 
 
-def stream_defaults(config: dict[str, Any]) -> dict[str, int]:
-    """``{"work_size", "keyframe_interval"}`` a configuration was designed to stream at.
-
-    ``work_size`` is the longer side of the working resolution; ``keyframe_interval`` K runs SPD on
-    every K-th frame (0: on every frame). Configurations without a ``stream`` section get
-    :data:`STREAM_DEFAULTS`.
-    """
-    section = config.get("stream") or {}
-    return {key: int(section.get(key, default)) for key, default in STREAM_DEFAULTS.items()}
+def stream_defaults(config: dict[str, Any]) -> StreamDefaults:
+    """How a configuration (or the one a checkpoint stores) was designed to be streamed: its ``stream``
+    section over :class:`~spgim.stream_defaults.StreamDefaults`' defaults (a checkpoint made before a key
+    existed lacks it). The guide's blur is not a configuration's: export takes it from the SPD checkpoint."""
+    return StreamDefaults.from_record(config.get("stream"), f"configuration {config.get('name')!r}'s stream section")
 
 
 def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str]:
