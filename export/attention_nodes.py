@@ -7,7 +7,7 @@ stays the one that TorchScript and the TensorRT flavour trace; only the kernel i
 ``(B, M, dv)``, result ``(B, N, dv)``.
 
 - ``mha``: one ``com.microsoft::MultiHeadAttention`` node (``num_heads=1``, ``scale`` attribute).
-  ONNX Runtime's CPU kernel never holds the N x M matrix (SPEC.md §6: 0.11 GiB and 0.25-0.38 s
+  ONNX Runtime's CPU kernel never holds the N x M matrix (docs/design.md: 0.11 GiB and 0.25-0.38 s
   for the 512 px res2 attention, against 1.65 GiB and 1.6 s for MatMul/Softmax/MatMul).
 - ``blocked``: standard ops inside an ONNX ``Loop`` over blocks of :data:`QUERY_BLOCK` queries;
   any runtime that runs ``Loop`` holds one ``QUERY_BLOCK x M`` block of scores at a time.
@@ -17,7 +17,7 @@ stays the one that TorchScript and the TensorRT flavour trace; only the kernel i
 - ``matmul``: MatMul / Softmax / MatMul over the whole N x M matrix (the graph before ``mha``).
 
 ``opset-23 Attention`` is not among them: the legacy exporter stops at opset 20, and ONNX
-Runtime's CPU kernel for that op holds the N x N matrix anyway (SPEC.md §6).
+Runtime's CPU kernel for that op holds the N x N matrix anyway (docs/design.md).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from spgim.train.models import attention_impl
 from .io_spec import GraphSpec
 
 PT2_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Input sizes are multiples of 32 throughout the project (SPEC.md §1); the dynamic dims count in these steps.
+# Input sizes are multiples of 32 throughout the project (docs/design.md); the dynamic dims count in these steps.
 SIZE_MULTIPLE = 32
 
 __all__ = ["PT2_DTYPES", "aoti_compiler_missing", "dynamic_shapes", "export_pt2"]

@@ -1,7 +1,7 @@
 """Keyframed SPD: SPD on keyframes only, SPGM every frame with SPD's cached features.
 
 SPD answers "what is the object" and changes slowly; SPGM answers "where exactly is its edge" and
-follows every frame (SPEC.md §5). So in a stream SPD runs on keyframes (every ``interval`` frames,
+follows every frame (docs/design.md). So in a stream SPD runs on keyframes (every ``interval`` frames,
 on the first frame, when the working size changes, and on a scene cut), its features are kept, and
 between keyframes SPGM reads them with the previous frame's alpha as its guide mask. The guide is
 made the way SPD's training target is made from the true alpha (Eq. 2's S(a): area-downsampled to

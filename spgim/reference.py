@@ -3,7 +3,7 @@ generated scenes.
 
 ``scripts/train_reference.sh`` trains a pair (about an hour on two CPU cores), ``scripts/ship_reference.py``
 stores it here in fp16 with its sha256 digests in ``weights/<config>.json``. They were trained on
-the project's generated scenes only (coloured shapes over photos and textures, SPEC.md §1 Data): a
+the project's generated scenes only (coloured shapes over photos and textures, docs/design.md): a
 starting point for fine-tuning on your own matting data and for the demo, not a model of people.
 """
 

@@ -1,4 +1,4 @@
-"""Model configurations as plain dicts: ``paper`` (SPEC.md §1), ``tiny`` (same code, small numbers)
+"""Model configurations as plain dicts: ``paper`` (docs/design.md), ``tiny`` (same code, small numbers)
 and ``live`` (MobileNetV3 encoders for real-time video on a CPU).
 
 A configuration has one section per branch: ``spd`` (front-end, ASPP, decoder), ``caption``
