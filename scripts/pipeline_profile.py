@@ -31,11 +31,12 @@ import cv2
 import numpy as np
 
 from spgim.machine import flags_line, machine_facts
-from spgim.runtime.matting import Matter, shrink, working_size
+from spgim.runtime.matting import shrink, working_size
 from spgim.runtime.upsampling import cv2_guided_upsampler, open_upsampler, upsampler_artifact
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
 from spgim.streaming.outputs import open_output
 
 
@@ -85,14 +86,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     stages["decode"] = _measure(lambda: len(_decode(args.clip, args.frames)))
     frames = _decode(args.clip, args.frames)
     height, width = frames[0].shape[:2]
-    matter = Matter(
-        args.model,
-        backend=args.backend,
-        work_size=args.work_size,
-        keyframe_interval=args.keyframe_interval,
-        threads=args.threads,
-        spinning=False,
-    )
+    engine, matting = EngineOptions.from_args(args), MattingOptions.from_args(args)
+    matter = open_matter(args.model, engine, matting)
     work_h, work_w = working_size(height, width, matter.work_size)
 
     def preprocess() -> int:
@@ -156,14 +151,12 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         result = matte_video(
             args.clip,
+            Outputs(composite=Path(folder) / "composite.mp4"),
             model=args.model,
-            output=Path(folder) / "composite.mp4",
-            backend=args.backend,
-            work_size=args.work_size,
-            keyframe_interval=args.keyframe_interval,
-            threads=args.threads,
-            preset=args.job_preset,
-            duration=args.frames / 20.0 if args.duration_from_frames else None,
+            engine=engine,
+            matting=matting,
+            reading=SourceOptions(duration=args.frames / 20.0 if args.duration_from_frames else None),
+            encoding=EncodeOptions(preset=args.job_preset),
             progress=False,
             log=lambda message: None,
         )
@@ -191,11 +184,9 @@ def main() -> int:
     parser.add_argument("--model", required=True, type=Path, help="spgim export folder")
     parser.add_argument("--clip", required=True, type=Path, help="a video file (720p for the live target)")
     parser.add_argument("--frames", type=int, default=120, help="frames per stage (default 120)")
-    parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--threads", type=int, default=0, help="model threads (0: the backend's default)")
+    EngineOptions.add_arguments(parser)
+    MattingOptions.add_arguments(parser)
     parser.add_argument("--job-preset", default="ultrafast", help="x264 preset of the whole job (default ultrafast)")
-    parser.add_argument("--work-size", type=int, help="default: the export's")
-    parser.add_argument("--keyframe-interval", type=int, help="default: the export's")
     parser.add_argument("--presets", default="ultrafast,superfast,veryfast", type=lambda s: s.split(","))
     parser.add_argument("--duration-from-frames", action="store_true", help="job: only --frames frames (20 fps clip)")
     parser.add_argument("--json", type=Path, help="write the report here")

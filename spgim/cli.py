@@ -3,6 +3,10 @@
 Each stage registers its subcommands through a ``register(subparsers)`` function in its
 ``commands`` module. Those modules import nothing heavy at import time, so ``spgim --help``
 stays fast; the work happens inside the handlers.
+
+The command layer is this module and the modules of :data:`COMMAND_MODULES` that live in ``spgim/``
+itself (``spgim.eval_command``, ``spgim.demo``): commands that use several stages at once. They alone
+of the shared ground may import a stage (tests/test_packaging.py checks it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from spgim.errors import SpgimError
 # Stage modules that contribute subcommands, in the order they appear in ``spgim --help``.
 COMMAND_MODULES = (
     "spgim.train.commands",
+    "spgim.eval_command",
     "spgim.export.commands",
     "spgim.streaming.commands",
     "spgim.streaming.bench_command",

@@ -140,8 +140,10 @@ def _fine_tune(config: str, data: Path, runs: Path, args: argparse.Namespace) ->
 def _matte_live(model: Path, clip: Path, folder: Path) -> None:
     """The 720p clip through the live export (backend auto, the export's working size and keyframe interval)."""
     from spgim.streaming.job import matte_video
+    from spgim.streaming.options import Outputs
 
-    result = matte_video(clip, model=model, output=folder / "composite.mp4", alpha=folder / "alpha", progress=False)
+    outputs = Outputs(composite=folder / "composite.mp4", alpha=folder / "alpha")
+    result = matte_video(clip, outputs, model=model, progress=False)
     for note in result.notes:
         print(f"demo: note: {note}")
     print(f"demo: matted {clip} with the live model -> {folder / 'composite.mp4'}")
@@ -187,16 +189,14 @@ def _clip(path: Path, frames: int, size: tuple[int, int] = CLIP_SIZE, fps: int =
 
 def _matte(model: Path, clip: Path, out: Path) -> None:
     from spgim.streaming.job import matte_video
+    from spgim.streaming.options import MattingOptions, Outputs
 
-    result = matte_video(
-        clip,
-        model=model,
-        output=out / "composite.mp4",
+    outputs = Outputs(
+        composite=out / "composite.mp4",
         foreground=out / "foreground.mov",
         alpha=out / "alpha",  # PNGs: lossless, so the quality line scores the model, not an encoder
-        work_size=max(CLIP_SIZE),
-        progress=False,
     )
+    result = matte_video(clip, outputs, model=model, matting=MattingOptions(work_size=max(CLIP_SIZE)), progress=False)
     for note in result.notes:
         print(f"demo: note: {note}")
     print(f"demo: matted {clip} -> {out / 'composite.mp4'}, {out / 'foreground.mov'} (ProRes 4444)")
@@ -224,6 +224,7 @@ def _bench(model: Path, clip: Path, out: Path, iters: int, live: tuple[Path, Pat
     from spgim.runtime.bench import format_report, run_bench, write_report
     from spgim.runtime.registry import usable_backends
     from spgim.streaming.bench import video_bench
+    from spgim.streaming.options import EngineOptions, MattingOptions
 
     width, height = CLIP_SIZE
     report = run_bench(
@@ -236,14 +237,15 @@ def _bench(model: Path, clip: Path, out: Path, iters: int, live: tuple[Path, Pat
         iters=iters,
     )
     # The end-to-end row runs what the matte step's auto picked (the cached ranking: no second measurement).
-    video = video_bench(model, clip, backend="auto", precision="fp32", work_size=max(CLIP_SIZE), warmup=1, iters=iters)
+    engine = EngineOptions(backend="auto", precision="fp32")
+    video = video_bench(model, clip, engine, MattingOptions(work_size=max(CLIP_SIZE)), warmup=1, iters=iters)
     report["video"] = [{"model": "tiny", **video}]
     print(format_report(report))
     write_report(report, None, out / "bench.png")
     if live is not None:
         live_model, live_clip = live
         # The export's working size (320) and keyframe interval (8), as `spgim matte` runs it.
-        row = video_bench(live_model, live_clip, backend="auto", precision="fp32", warmup=1, iters=max(iters, 8))
+        row = video_bench(live_model, live_clip, engine, MattingOptions(), warmup=1, iters=max(iters, 8))
         report["video"].append({"model": "live", **row})
         print(_live_row(row))
     write_report(report, out / "bench.json", None)

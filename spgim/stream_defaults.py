@@ -101,12 +101,12 @@ CONFIGURATION_STREAMS: dict[str, StreamDefaults] = {
 
 def stated_defaults(name: str) -> str:
     """What the configurations record for the value ``name``, as help text: ``512 for paper, 320 for tiny
-    and live``, or ``4`` where they all agree."""
+    and live``, or ``4 for every configuration``."""
     by_value: dict[int | float, list[str]] = {}
     for configuration, defaults in CONFIGURATION_STREAMS.items():
         by_value.setdefault(getattr(defaults, name), []).append(configuration)
     if len(by_value) == 1:
-        return f"{next(iter(by_value)):g}"
+        return f"{next(iter(by_value)):g} for every configuration"
     return ", ".join(f"{value:g} for {_listed(names)}" for value, names in by_value.items())
 
 

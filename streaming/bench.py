@@ -13,24 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from spgim.runtime.matting import Matter, working_size
+from spgim.runtime.matting import working_size
 from spgim.runtime.timing import time_calls
 
 from .job import matte_video
+from .options import EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
 from .sources import open_source
 
 
 def video_bench(
     model_dir: str | Path,
     clip: str | Path,
+    engine: EngineOptions,
+    matting: MattingOptions,
     *,
-    backend: str,
-    precision: str,
-    work_size: int | None = None,
-    keyframe_interval: int | None = None,
-    keyframe_ramp: int | None = None,
-    upsampling: str = "auto",
-    threads: int = 0,
     warmup: int = 2,
     iters: int = 10,
     duration: float | None = None,
@@ -38,19 +34,10 @@ def video_bench(
     """Frames per second model-only and end-to-end on ``clip`` (its first ``duration`` seconds), and their ratio.
 
     Model-only runs the keyframe schedule on a still image: with an interval K the mean over whole cycles of
-    K frames (SPD once, SPGM K times), so it is the model's share of a frame as the job runs it.
+    K frames (SPD once, SPGM K times), so it is the model's share of a frame as the job runs it. End-to-end is
+    :func:`~.job.matte_video` with the same engine and matting options, writing an H.264 composite.
     """
-    matter = Matter(
-        model_dir,
-        backend=backend,
-        precision=precision,
-        work_size=work_size,
-        keyframe_interval=keyframe_interval,
-        keyframe_ramp=keyframe_ramp,
-        upsampling=upsampling,
-        threads=threads,
-        spinning=False,
-    )
+    matter = open_matter(model_dir, engine, matting)
     source = open_source(str(clip))
     info = source.info
     source.close()
@@ -68,15 +55,22 @@ def video_bench(
         model_fps = 1.0 / statistics.median(samples)
     with tempfile.TemporaryDirectory(prefix="spgim-bench-video-") as folder:
         output = Path(folder) / "composite.mp4"
-        result = matte_video(clip, matter=matter, output=output, duration=duration, progress=False)
+        result = matte_video(
+            clip,
+            Outputs(composite=output),
+            matter=matter,
+            engine=engine,
+            reading=SourceOptions(duration=duration),
+            progress=False,
+        )
     return {
         "clip": str(clip),
         "frames": result.frames_out,
         "size": [info.width, info.height],
         "work_size": [work_w, work_h],
-        "backend": backend,
+        "backend": engine.backend,
         "engine": matter.backend_name,
-        "precision": precision,
+        "precision": engine.precision,
         "keyframe_interval": interval,
         "keyframe_ramp": min(matter.scheduler.policy.ramp, interval),
         "upsampling": matter.upsampling,

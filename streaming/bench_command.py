@@ -9,6 +9,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from spgim.option_groups import SECONDS
+
+from .options import EngineOptions, MattingOptions
+
 EXAMPLE = """example:
   spgim bench --model exported --backend onnxruntime,openvino,aotinductor,torchscript --precision fp32,fp16,bf16 \\
       --size 512x512 --batch 1 --warmup 2 --iters 10 --json bench.json --plot bench.png
@@ -23,6 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     from .bench import video_bench
 
     height, width = parse_size(args.size)
+    # Read before the model-only rows run: a bad --video option is refused before minutes of timing.
+    matting = MattingOptions.from_args(args)
+    video_duration = None if args.video_duration is None else SECONDS.read("--video-duration", args.video_duration)
     if args.backend == "all":  # only what this machine can run on this folder's formats
         backends = usable_backends(args.model)
     else:
@@ -43,16 +50,11 @@ def _run(args: argparse.Namespace) -> int:
             video_bench(
                 args.model,
                 args.video,
-                backend=row["backend"],
-                precision=row["precision"],
-                work_size=args.work_size,
-                keyframe_interval=args.keyframe_interval,
-                keyframe_ramp=args.keyframe_ramp,
-                upsampling=args.upsample,
-                threads=args.threads,
+                EngineOptions(backend=row["backend"], precision=row["precision"], threads=args.threads),
+                matting,
                 warmup=args.warmup,
                 iters=args.iters,
-                duration=args.video_duration,
+                duration=video_duration,
             )
             for row in report["rows"]
         ]
@@ -85,24 +87,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     parser.add_argument("--iters", type=int, default=10, help="timed runs (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its default)")
-    parser.add_argument("--video", type=Path, help="also time the whole matte job on this clip, per row")
-    parser.add_argument("--work-size", type=int, help="--video: longer side the model sees (default: the export's)")
-    parser.add_argument(
-        "--keyframe-interval", type=int, metavar="K", help="--video: SPD every K frames (default: the export's)"
-    )
-    parser.add_argument(
-        "--keyframe-ramp",
-        type=int,
-        metavar="R",
-        help="--video: phase keyframes in over R frames (default: the export's)",
-    )
-    parser.add_argument(
-        "--upsample",
-        default="auto",
-        choices=("auto", "guided", "guided-cv2", "bilinear"),
-        help="--video: alpha to full size, as spgim matte's --upsample (default auto)",
-    )
-    parser.add_argument("--video-duration", type=float, help="--video: only the first this many seconds")
+    video = parser.add_argument_group("--video: the whole matte job on a clip, per row, as spgim matte runs it")
+    video.add_argument("--video", type=Path, help="the clip to time end to end")
+    MattingOptions.add_arguments(video)
+    video.add_argument("--video-duration", metavar="TIME", help="only the first this many seconds (or M:SS)")
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the report here")
     parser.set_defaults(handler=_run)

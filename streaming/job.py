@@ -1,10 +1,11 @@
 """``matte_video``: one call from an input (file, folder, URL, webcam) to finalised output files.
 
-The Python face of ``spgim matte``. Outputs are opened before the first frame (an unwritable path
-fails at once); from then on the pipeline's writer thread finishes them (see :mod:`.pipeline`), files
-first, so that after the end, an error, a dropped live source, Ctrl-C or SIGTERM, what was written
-plays. Ctrl-C and SIGTERM stop the job; a second one hurries it (network destinations are abandoned,
-files are still finished), so a container manager's grace period is spent on the recording.
+The Python face of ``spgim matte``: the same options, as the dataclasses of :mod:`.options`. Outputs
+are opened before the first frame (an unwritable path fails at once); from then on the pipeline's writer
+thread finishes them (see :mod:`.pipeline`), files first, so that after the end, an error, a dropped live
+source, Ctrl-C or SIGTERM, what was written plays. Ctrl-C and SIGTERM stop the job; a second one hurries it
+(network destinations are abandoned, files are still finished), so a container manager's grace period is
+spent on the recording.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from spgim.errors import SpgimError
 
 from .composite import Background
 from .frames import VideoFrame
-from .network import STARTUP_TIMEOUT_S
+from .options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
 from .pipeline import Output, Pipeline, Plan, close_outputs
 from .sources import open_source
 from .urls import redact
@@ -107,144 +108,110 @@ def _signals_interrupt(pipeline: Pipeline) -> Iterator[None]:
 
 def matte_video(
     source: str | Path,
+    outputs: Outputs,
     *,
     model: str | Path | None = None,
     matter: Callable[[np.ndarray], np.ndarray] | None = None,
-    output: str | Path | Sequence[str | Path] | None = None,
-    alpha: str | Path | None = None,
-    foreground: str | Path | None = None,
-    background: str = "green",
-    work_size: int | None = None,
-    keyframe_interval: int | None = None,
-    smoothing: float | None = None,
-    keyframe_ramp: int | None = None,
-    upsampling: str = "auto",
-    backend: str = "auto",
-    precision: str = "fp32",
-    threads: int = 0,
-    batch: int = 1,
-    codec: str | None = None,
-    quality: int | None = None,
-    preset: str | None = None,
-    live: bool | None = None,
-    start: float | None = None,
-    duration: float | None = None,
-    max_reconnects: int = 5,
-    stall_timeout: float = 2.0,
-    startup_timeout: float = STARTUP_TIMEOUT_S,
-    rtsp_transport: str | None = None,
+    engine: EngineOptions | None = None,
+    matting: MattingOptions | None = None,
+    reading: SourceOptions | None = None,
+    encoding: EncodeOptions | None = None,
     preview: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
 ) -> MatteResult:
-    """Matte ``source`` with the exported model in ``model`` into the outputs asked for.
+    """Matte ``source`` with the exported model in ``model`` into ``outputs``.
 
     Args:
         source: a media file, an image folder or pattern, a network URL, or a webcam index ("0").
+        outputs: the composite (one or several), the alpha and the foreground to write, and the composite's
+            background; a composite or alpha may go to rtmp://, rtsp://, srt:// or udp:// URLs: published live
+            (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
         model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``).
-        output / alpha / foreground: the composite video, the greyscale alpha video, the foreground
-            with alpha (ProRes 4444 .mov, VP9 .webm, or a PNG folder); at least one. ``output`` may be a
-            list, and the composite or alpha may go to rtmp://, rtsp://, srt:// or udp:// URLs: published
-            live (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
-        background: ``green``, ``#RRGGBB``, an image or a video (looped) behind the composite.
-        preset: the H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources).
-        work_size, keyframe_interval, smoothing, keyframe_ramp, upsampling: see
-            :class:`spgim.runtime.matting.Matter` (None: the export's).
-        live: drop late frames instead of queueing; on by default for network and webcam sources.
-        start, duration: the part of a recorded file to matte, in seconds (live: duration only).
-        max_reconnects, stall_timeout, startup_timeout: a live network source must give its first picture
-            within ``startup_timeout`` seconds of opening (a player joining between keyframes waits for the
-            next); after that, one that delivers no frame for ``stall_timeout`` seconds is reopened with
-            back-off (RTMP and SRT connections, which servers hold while a publisher is away, are waited on
-            up to ``startup_timeout``), up to ``max_reconnects`` attempts in a row, the first open included.
-        rtsp_transport: "udp" or "tcp" for RTP from an ``rtsp://`` source (default: FFmpeg's, UDP then TCP).
+        engine: which engine runs the model, its threads, and frames per call (``batch`` applies to ``matter`` too).
+        matting: working size, keyframes, smoothing and upsampling; None values are the export's.
+        reading: live or not, the part of a file to matte, and a live source's reconnects and time-outs.
+        encoding: codec, quality and encoder preset of the outputs.
+        preview: show the composite in a window.
+        progress: a progress bar for recorded input on a terminal.
+        log: where notes and live reports go (default: stderr).
 
     Returns:
         The counts, timing and notes; ``interrupted`` is set after Ctrl-C or SIGTERM.
 
     Raises:
-        SpgimError: bad input, model or output, or a failure mid-job (outputs are finalised first).
+        SpgimError: bad input, model, options or output, or a failure mid-job (outputs are finalised first).
     """
     from .outputs import open_output
     from .publish import PublishedStream, is_destination
 
-    composites = [output] if isinstance(output, (str, Path)) else list(output or [])
-    singles = {"alpha": alpha, "foreground": foreground}
-    asked = {"composite": composites, **{kind: [path] if path else [] for kind, path in singles.items()}}
-    wanted = {kind: paths for kind, paths in asked.items() if paths}
+    engine = engine or EngineOptions()
+    matting = matting or MattingOptions()
+    reading = reading or SourceOptions()
+    encoding = encoding or EncodeOptions()
+    wanted = outputs.by_kind()
     called = time.monotonic()
-    if not wanted:
-        raise SpgimError("nothing to write: give --output, --alpha or --foreground")
-    if batch < 1:
-        raise SpgimError(f"batch must be at least 1, got {batch}")
     device = "cpu"
     backend_name = "custom"
     scheduler = None
     if matter is None:
         if model is None:
             raise SpgimError("give the exported model folder (--model)")
-        from spgim.runtime.matting import Matter
-
-        # No spinning: the decoder and encoder threads need the cores the model's idle threads would spin on.
-        runtime = Matter(
-            model,
-            backend=backend,
-            precision=precision,
-            work_size=work_size,
-            keyframe_interval=keyframe_interval,
-            smoothing=smoothing,
-            keyframe_ramp=keyframe_ramp,
-            upsampling=upsampling,
-            threads=threads,
-            spinning=False,
-        )
+        runtime = open_matter(model, engine, matting)
         matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
         scheduler = runtime.scheduler
-        if backend == "auto" or precision == "auto":
+        if engine.backend == "auto" or engine.precision == "auto":
             log(runtime.selection)
     show = _preview() if preview else None
 
     spec = str(source)
     opened = open_source(
         spec,
-        live=live,
-        start=start,
-        duration=duration,
-        max_reconnects=max_reconnects,
-        stall_timeout=stall_timeout,
-        startup_timeout=startup_timeout,
-        rtsp_transport=rtsp_transport,
+        live=reading.live,
+        start=reading.start,
+        duration=reading.duration,
+        max_reconnects=reading.reconnects,
+        stall_timeout=reading.stall_timeout,
+        startup_timeout=reading.startup_timeout,
+        rtsp_transport=reading.rtsp_transport,
         log=log,
     )
     info = opened.info
-    outputs: dict[str, list[Output]] = {}
+    opened_outputs: dict[str, list[Output]] = {}
     notes: list[str] = []
     back: Background | None = None
     pipeline: Pipeline | None = None
     try:
         alone = sum(len(paths) for paths in wanted.values()) == 1
         for kind, paths in wanted.items():
-            outputs[kind] = []
+            opened_outputs[kind] = []
             for path in paths:
                 if is_destination(path):
                     published = PublishedStream(
                         str(path),
                         kind,
                         info,
-                        quality=quality,
-                        preset=preset,
-                        rtsp_transport=rtsp_transport,
-                        max_reconnects=max_reconnects,
+                        quality=encoding.quality,
+                        preset=encoding.preset,
+                        rtsp_transport=reading.rtsp_transport,
+                        max_reconnects=reading.reconnects,
                         required=alone,
                         log=log,
                     )
-                    outputs[kind].append(published)
+                    opened_outputs[kind].append(published)
                 else:
-                    outputs[kind].append(
-                        open_output(path, kind=kind, info=info, codec=codec, quality=quality, preset=preset)
+                    opened_outputs[kind].append(
+                        open_output(
+                            path,
+                            kind=kind,
+                            info=info,
+                            codec=encoding.codec,
+                            quality=encoding.quality,
+                            preset=encoding.preset,
+                        )
                     )
-        if "composite" in outputs:
-            back = Background(background, info.width, info.height, info.rotation)
+        if "composite" in opened_outputs:
+            back = Background(outputs.background, info.width, info.height, info.rotation)
         bar = _progress_bar(info.frames, enabled=progress and not info.live)
         reporter = _LiveReporter(log) if info.live else None
 
@@ -256,10 +223,18 @@ def matte_video(
             if show is not None:
                 show(images)
 
-        live_duration = duration if info.live else None
+        live_duration = reading.duration if info.live else None
         # A recorded input published live is read at its own pace, as ffmpeg -re does.
         paced = not info.live and any(is_destination(path) for paths in wanted.values() for path in paths)
-        plan = Plan(outputs, back, device=device, batch=batch, duration=live_duration, on_frame=on_frame, paced=paced)
+        plan = Plan(
+            opened_outputs,
+            back,
+            device=device,
+            batch=engine.batch,
+            duration=live_duration,
+            on_frame=on_frame,
+            paced=paced,
+        )
         pipeline = Pipeline(opened, matter, plan)
         error = None
         try:
@@ -275,8 +250,8 @@ def matte_video(
             opened.close()
             if back is not None:
                 back.close()
-            close_outputs(outputs)
-        for targets in outputs.values():
+            close_outputs(opened_outputs)
+        for targets in opened_outputs.values():
             for target in targets:
                 notes.extend(getattr(target, "notes", []))
     stats = pipeline.stats

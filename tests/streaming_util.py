@@ -63,18 +63,30 @@ def probe(path: Path, *, keep: str | None = None) -> Probe:
 
 
 def through_outage(
-    url: str, publisher: Any, folder: Path, *, outage: float, under_way: Callable[[], None], **job: Any
+    url: str,
+    publisher: Any,
+    folder: Path,
+    *,
+    outage: float,
+    under_way: Callable[[], None],
+    matter: Any,
+    reading: Any,
+    composite: Path | None = None,
 ) -> tuple[Any, list[str], list[float]]:
-    """``matte_video(url, **job)`` in a thread, writing ``folder/alpha.mkv``; once ``under_way()`` returns, the
-    publisher is stopped for ``outage`` seconds and started again. Returns the result, the log and the gaps
-    between the alpha's frames (the capture clock: the stream's holes), after the checks every outage shares."""
+    """``matte_video(url, ...)`` with ``matter`` and ``reading`` (SourceOptions) in a thread, writing
+    ``folder/alpha.mkv`` (and ``composite``); once ``under_way()`` returns, the publisher is stopped for ``outage``
+    seconds and started again. Returns the result, the log and the gaps between the alpha's frames (the capture
+    clock: the stream's holes), after the checks every outage shares."""
     from spgim.streaming.job import matte_video
+    from spgim.streaming.options import Outputs
+
+    outputs = Outputs(composite=[composite] if composite else [], alpha=folder / "alpha.mkv")
 
     messages: list[str] = []
     results: list[Any] = []
 
     def run() -> None:
-        results.append(matte_video(url, alpha=folder / "alpha.mkv", log=messages.append, progress=False, **job))
+        results.append(matte_video(url, outputs, matter=matter, reading=reading, log=messages.append, progress=False))
 
     thread = threading.Thread(target=run)
     thread.start()

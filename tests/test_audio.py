@@ -21,6 +21,7 @@ from model_pairs import export_tiny
 from spgim.streaming.audio import PacketRetimer, probe_audio_timing
 from spgim.streaming.frames import AudioPacket, VideoFrame
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import MattingOptions, Outputs
 from spgim.streaming.outputs import open_output
 from spgim.streaming.sources import open_source
 
@@ -187,7 +188,13 @@ def test_audio_failing_mid_job_leaves_the_video_whole(tmp_path: Path, monkeypatc
         write(route, container, packet)  # type: ignore[arg-type]
 
     monkeypatch.setattr(outputs._AudioRoute, "write", refuse_later)
-    result = matte_video(clip.path, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    result = matte_video(
+        clip.path,
+        Outputs(composite=tmp_path / "out.mp4"),
+        model=model,
+        matting=MattingOptions(work_size=128),
+        progress=False,
+    )
     assert result.frames_out == 48
     assert any("audio track 0 stopped at" in note and "without the rest" in note for note in result.notes)
     with av.open(str(tmp_path / "out.mp4")) as made:

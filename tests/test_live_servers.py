@@ -24,6 +24,7 @@ from spgim.runtime.matting import Matter
 from spgim.streaming.frames import VideoInfo
 from spgim.streaming.job import matte_video
 from spgim.streaming.network import demux_options
+from spgim.streaming.options import Outputs, SourceOptions
 from spgim.streaming.publish import PublishedStream, is_destination
 from spgim.streaming.sources import PyAVSource, open_source
 from spgim.streaming.srt import parse_srt_url
@@ -45,9 +46,8 @@ def test_a_live_source_comes_back_within_seconds_of_a_publisher_outage(
             outage=OUTAGE_S,
             under_way=lambda: time.sleep(3.0),
             matter=matter,
-            duration=9.0,
-            output=tmp_path / "live.mp4",
-            rtsp_transport=transport,
+            reading=SourceOptions(duration=9.0, rtsp_transport=transport),
+            composite=tmp_path / "live.mp4",
         )
     assert max(gaps) <= 6.0, f"longest gap {max(gaps):.2f} s; {messages}"
     made = probe(tmp_path / "live.mp4")
@@ -104,9 +104,9 @@ def test_the_matte_is_published_live_and_recorded(protocol: str, matter: Matter,
         messages: list[str] = []
         result = matte_video(
             source.path,
+            Outputs(composite=[destination, tmp_path / "recording.mp4"]),
             matter=matter,
-            output=[destination, tmp_path / "recording.mp4"],
-            rtsp_transport="udp" if protocol == "rtsp" else None,
+            reading=SourceOptions(rtsp_transport="udp" if protocol == "rtsp" else None),
             log=messages.append,
             progress=False,
         )
@@ -149,7 +149,11 @@ def test_a_published_stream_reconnects_when_the_server_comes_back(matter: Matter
     thread.start()
     try:
         result = matte_video(
-            source.path, matter=matter, output=[server.url(), tmp_path / "rec.mp4"], log=messages.append, progress=False
+            source.path,
+            Outputs(composite=[server.url(), tmp_path / "rec.mp4"]),
+            matter=matter,
+            log=messages.append,
+            progress=False,
         )
     finally:
         thread.join()
@@ -168,7 +172,11 @@ def test_a_refusing_destination_is_one_line_and_the_recording_goes_on(matter: Ma
     secret_url = f"rtmp://user:hunter2@127.0.0.1:{free_port()}/live/key?token=abc"
     messages: list[str] = []
     result = matte_video(
-        source.path, matter=matter, output=[secret_url, tmp_path / "rec.mp4"], log=messages.append, progress=False
+        source.path,
+        Outputs(composite=[secret_url, tmp_path / "rec.mp4"]),
+        matter=matter,
+        log=messages.append,
+        progress=False,
     )
     assert result.frames_out == 40 and len(probe(tmp_path / "rec.mp4").times) == 40
     refusals = [message for message in messages if "cannot publish" in message]

@@ -34,6 +34,7 @@ from streaming_util import probe, through_outage
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import Outputs, SourceOptions
 from spgim.streaming.sources import PyAVSource, open_source
 
 LONG_GOP = ("-g", "250")  # after Publisher's own -g: ffmpeg takes the last; a keyframe every 10 s at 25 fps
@@ -74,7 +75,13 @@ def test_a_long_gop_source_joined_mid_gop_starts_and_survives_an_outage(
     with published(protocol, clip, tmp_path, options=LONG_GOP, wait=False) as (publisher, url):
         time.sleep(JOIN_S)
         _, messages, gaps = through_outage(
-            url, publisher, tmp_path, outage=OUTAGE_S, under_way=under_way, matter=watched, duration=duration
+            url,
+            publisher,
+            tmp_path,
+            outage=OUTAGE_S,
+            under_way=under_way,
+            matter=watched,
+            reading=SourceOptions(duration=duration),
         )
     assert max(gaps) <= LONGEST_GAP_S[protocol], f"longest gap {max(gaps):.2f} s; {messages}"
 
@@ -97,7 +104,12 @@ def test_a_live_source_that_is_not_up_yet_is_joined_when_it_comes_up(
     thread.start()
     try:
         result = matte_video(
-            url, matter=matter, output=tmp_path / "live.mp4", duration=1.0, log=messages.append, progress=False
+            url,
+            Outputs(composite=tmp_path / "live.mp4"),
+            matter=matter,
+            reading=SourceOptions(duration=1.0),
+            log=messages.append,
+            progress=False,
         )
     finally:
         thread.join()

@@ -25,6 +25,7 @@ from servers import SrtRelay, free_udp_base, require_servers
 from streaming_util import probe
 
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import Outputs
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 
@@ -109,7 +110,10 @@ def test_a_restarted_srt_listener_is_reconnected_and_the_recording_is_whole(tmp_
     outage.start()
     try:
         result = matte_video(
-            source, matter=grey_matte, output=[relay.publish_url(), tmp_path / "rec.mp4"], log=messages.append
+            source,
+            Outputs(composite=[relay.publish_url(), tmp_path / "rec.mp4"]),
+            matter=grey_matte,
+            log=messages.append,
         )
     finally:
         outage.join()
@@ -228,11 +232,12 @@ def test_outputs_on_two_threads_each_decode_the_audio_themselves(codec: str, tmp
     source = make_clip(tmp_path / f"in-{codec}.mkv", size=(96, 64), frames=75, fps=25, audio=codec)
     length = source.audio_seconds
 
-    def run(folder: Path, **outputs: object) -> None:
+    def run(folder: Path, composite: Path, foreground: Path | None = None) -> None:
         folder.mkdir()
         relay = SrtRelay(folder, sink=folder / "published.ts")
         try:
-            matte_video(source.path, matter=grey_matte, output=[*outputs.pop("output"), relay.publish_url()], **outputs)
+            outputs = Outputs(composite=[composite, relay.publish_url()], foreground=foreground)
+            matte_video(source.path, outputs, matter=grey_matte)
             relay.settle()
         finally:
             relay.stop()
@@ -240,9 +245,9 @@ def test_outputs_on_two_threads_each_decode_the_audio_themselves(codec: str, tmp
     # Two outputs that re-encode (WebM takes neither AC-3 nor PCM) and a publisher (MPEG-TS: AC-3 as it is, PCM
     # to AAC) on its own thread; then each alone.
     together = tmp_path / "together"
-    run(together, output=[together / "composite.webm"], foreground=together / "foreground.webm")
+    run(together, together / "composite.webm", foreground=together / "foreground.webm")
     alone = tmp_path / "alone"
-    run(alone, output=[alone / "composite.webm"])
+    run(alone, alone / "composite.webm")
     for name in ("composite.webm", "foreground.webm", "published.ts"):
         made = together / name
         assert abs(audio_span(made) - length) <= 0.05, (name, audio_span(made), length)
@@ -256,7 +261,7 @@ def test_a_timestamp_jump_back_continues_the_clock(tmp_path: Path) -> None:
     parts = [make_clip(tmp_path / f"part{i}.ts", size=(96, 64), frames=25, fps=25, seed=i).path for i in (0, 1)]
     spliced = tmp_path / "spliced.ts"
     spliced.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
-    matte_video(spliced, matter=grey_matte, alpha=tmp_path / "alpha.mkv", progress=False)
+    matte_video(spliced, Outputs(alpha=tmp_path / "alpha.mkv"), matter=grey_matte, progress=False)
     times = probe(tmp_path / "alpha.mkv").times
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 50 and min(gaps) >= 0.03 and max(gaps) <= 0.05, gaps
@@ -274,7 +279,7 @@ def test_paced_publishing_does_not_wait_through_a_gap_in_the_timestamps(tmp_path
         container.mux(stream.encode(None))
     port = free_udp_base(2)  # UDP: sent whether anyone listens or not
     result = matte_video(
-        clip, matter=grey_matte, output=[f"udp://127.0.0.1:{port}", tmp_path / "rec.mp4"], progress=False
+        clip, Outputs(composite=[f"udp://127.0.0.1:{port}", tmp_path / "rec.mp4"]), matter=grey_matte, progress=False
     )
     assert result.frames_out == 50
     assert result.wall_s < 30.0, result.wall_s  # not the hole's 60 s

@@ -20,9 +20,11 @@ from streaming_util import probe
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import EngineOptions, MattingOptions, Outputs
 from spgim.streaming.urls import redact, scrub
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
+AT_128 = MattingOptions(work_size=128)  # the tiny export's working size in these tests
 
 
 def write_clip(
@@ -74,7 +76,7 @@ def write_clip(
 def test_timestamps_size_audio_and_frame_count_survive(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mp4"
     write_clip(clip, frames=20, audio=True)
-    result = matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    result = matte_video(clip, Outputs(composite=tmp_path / "out.mp4"), model=model, matting=AT_128, progress=False)
     source, out = probe(clip), probe(tmp_path / "out.mp4")
     assert result.frames_in == result.frames_out == len(source.times) == 20
     assert (out.width, out.height) == (source.width, source.height)
@@ -93,7 +95,7 @@ def test_rotation_and_odd_size_survive_and_the_model_sees_the_frame_upright(mode
         seen.append(frames.shape[1:3])
         return runtime(frames)
 
-    matte_video(clip, matter=spy, output=tmp_path / "out.mp4", alpha=tmp_path / "alpha.mkv", progress=False)
+    matte_video(clip, Outputs(composite=tmp_path / "out.mp4", alpha=tmp_path / "alpha.mkv"), matter=spy, progress=False)
     for path in (tmp_path / "out.mp4", tmp_path / "alpha.mkv"):
         out = probe(path)
         assert (out.width, out.height, out.rotation) == (75, 49, -90)
@@ -105,7 +107,7 @@ def test_variable_frame_rate_timestamps_survive(model: Path, tmp_path: Path) -> 
     clip = tmp_path / "vfr.mkv"
     stamps = [0, 40, 70, 150, 160, 260, 300, 333, 420, 500]
     write_clip(clip, frames=len(stamps), pts=stamps)
-    matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    matte_video(clip, Outputs(composite=tmp_path / "out.mp4"), model=model, matting=AT_128, progress=False)
     assert probe(tmp_path / "out.mp4").times == pytest.approx([s / 1000 for s in stamps], abs=1e-3)
 
 
@@ -114,7 +116,7 @@ def test_alpha_codecs_decode_back_to_the_models_alpha(model: Path, tmp_path: Pat
     clip = tmp_path / "in.mp4"
     write_clip(clip, frames=5)
     decoded = probe(clip, keep="rgb24").frames
-    matte_video(clip, model=model, foreground=tmp_path / name, work_size=128, progress=False)
+    matte_video(clip, Outputs(foreground=tmp_path / name), model=model, matting=AT_128, progress=False)
     expected = Matter(model, backend="onnxruntime", work_size=128)(np.stack(decoded))
     out = probe(tmp_path / name, keep="rgba")
     assert out.pix_fmt.startswith("yuva") and len(out.frames) == 5
@@ -126,7 +128,8 @@ def test_batches_give_the_same_alpha_as_single_frames(model: Path, tmp_path: Pat
     clip = tmp_path / "in.mp4"
     write_clip(clip, frames=7)
     for batch in (1, 3):
-        matte_video(clip, model=model, alpha=tmp_path / f"a{batch}", batch=batch, work_size=128, progress=False)
+        outputs, engine = Outputs(alpha=tmp_path / f"a{batch}"), EngineOptions(batch=batch)
+        matte_video(clip, outputs, model=model, engine=engine, matting=AT_128, progress=False)
     singles = sorted((tmp_path / "a1").iterdir())
     assert len(singles) == 7
     for one, three in zip(singles, sorted((tmp_path / "a3").iterdir()), strict=True):
@@ -137,11 +140,11 @@ def test_background_image_and_colour(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mp4"
     write_clip(clip, frames=3)
     fixed = lambda frames: np.zeros(frames.shape[:3], np.float32)  # noqa: E731 - alpha 0: only background
-    matte_video(clip, matter=fixed, output=tmp_path / "red.mkv", background="#ff0000", progress=False)
+    matte_video(clip, Outputs(composite=tmp_path / "red.mkv", background="#ff0000"), matter=fixed, progress=False)
     frame = probe(tmp_path / "red.mkv", keep="rgb24").frames[0]
     assert np.abs(frame.astype(int) - [255, 0, 0]).max() <= 12
     with pytest.raises(SpgimError, match="background"):
-        matte_video(clip, matter=fixed, output=tmp_path / "x.mp4", background="nope.png", progress=False)
+        matte_video(clip, Outputs(composite=tmp_path / "x.mp4", background="nope.png"), matter=fixed, progress=False)
 
 
 def _spgim(*args: str) -> subprocess.CompletedProcess[str]:
@@ -189,7 +192,8 @@ def test_truncated_file_keeps_what_decodes(model: Path, tmp_path: Path) -> None:
     write_clip(clip, frames=30)
     data = clip.read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])
-    result = matte_video(tmp_path / "cut.mkv", model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    outputs = Outputs(composite=tmp_path / "out.mp4")
+    result = matte_video(tmp_path / "cut.mkv", outputs, model=model, matting=AT_128, progress=False)
     assert 0 < result.frames_out < 30
     assert len(probe(tmp_path / "out.mp4").times) == result.frames_out
 

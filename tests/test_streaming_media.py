@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +19,9 @@ from streaming_util import probe
 from spgim.errors import SpgimError
 from spgim.runtime.matting import Matter
 from spgim.streaming.job import MatteResult, matte_video
+from spgim.streaming.options import MattingOptions, Outputs, SourceOptions
+
+AT_128 = MattingOptions(work_size=128)  # the tiny export's working size in these tests
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,8 @@ def test_debian_clips_keep_frames_timestamps_size_and_audio(
 ) -> None:
     clip = debian_file(package, member)
     out = tmp_path / f"out{suffix}"
-    result = matte_video(clip, model=model, output=out, alpha=tmp_path / "alpha.mkv", work_size=128, progress=False)
+    outputs = Outputs(composite=out, alpha=tmp_path / "alpha.mkv")
+    result = matte_video(clip, outputs, model=model, matting=AT_128, progress=False)
     source, made = probe(clip), probe(out)
     assert result.frames_out == len(source.times) == len(made.times) > 0
     assert (made.width, made.height) == (source.width, source.height)
@@ -48,7 +51,7 @@ def test_debian_clips_keep_frames_timestamps_size_and_audio(
 
 def test_pcm_audio_into_mp4_is_reencoded_and_said(model: Path, tmp_path: Path) -> None:
     clip = debian_file("kphotoalbum", "demo/movie.avi")
-    result = matte_video(clip, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    result = matte_video(clip, Outputs(composite=tmp_path / "out.mp4"), model=model, matting=AT_128, progress=False)
     made, source = probe(tmp_path / "out.mp4"), probe(clip)
     assert made.audio_codecs == ["aac"]
     assert made.audio_seconds == pytest.approx(source.audio_seconds, abs=0.1)
@@ -58,7 +61,8 @@ def test_pcm_audio_into_mp4_is_reencoded_and_said(model: Path, tmp_path: Path) -
 def test_corrupt_packets_are_skipped_and_counted(model: Path, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=40, fps=25)
     damage = corrupt_middle(clip.path, tmp_path / "bad.mp4", count=3)
-    result = matte_video(damage.path, model=model, output=tmp_path / "out.mp4", work_size=128, progress=False)
+    outputs = Outputs(composite=tmp_path / "out.mp4")
+    result = matte_video(damage.path, outputs, model=model, matting=AT_128, progress=False)
     assert result.corrupt >= 1
     assert result.frames_out == 40 - damage.lost == len(probe(tmp_path / "out.mp4").times)
 
@@ -66,7 +70,7 @@ def test_corrupt_packets_are_skipped_and_counted(model: Path, tmp_path: Path) ->
 def test_unknown_codec_is_one_line(model: Path, tmp_path: Path) -> None:
     path = unknown_codec(tmp_path / "odd.mkv")
     with pytest.raises(SpgimError, match="codec"):
-        matte_video(path, model=model, output=tmp_path / "out.mp4", progress=False)
+        matte_video(path, Outputs(composite=tmp_path / "out.mp4"), model=model, progress=False)
 
 
 class _Slow:
@@ -84,7 +88,11 @@ def test_live_source_reports_latency_and_drops_late_frames(model: Path, tmp_path
     clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)
     with LoopbackSender(clip.path, free_port(), loop=True) as sender:
         result = matte_video(
-            sender.url, matter=_Slow(model, 0.12), output=tmp_path / "live.mp4", duration=4.0, progress=False
+            sender.url,
+            Outputs(composite=tmp_path / "live.mp4"),
+            matter=_Slow(model, 0.12),
+            reading=SourceOptions(duration=4.0),
+            progress=False,
         )
     assert result.live and result.frames_out > 0
     assert result.dropped > 0 and result.frames_in == result.frames_out + result.dropped
@@ -98,13 +106,20 @@ def test_live_source_reports_latency_and_drops_late_frames(model: Path, tmp_path
 
 
 def _live_job(
-    sender: LoopbackSender, model: Path, results: list[MatteResult], messages: list[str], **options: Any
+    sender: LoopbackSender,
+    model: Path,
+    results: list[MatteResult],
+    messages: list[str],
+    outputs: Outputs,
+    reading: SourceOptions,
 ) -> threading.Thread:
-    """A thread matting the sender's stream (``options`` for matte_video) into ``results``, logging to ``messages``."""
+    """A thread matting the sender's stream into ``outputs`` and ``results``, logging to ``messages``."""
 
     def run() -> None:
         results.append(
-            matte_video(sender.url, matter=_Slow(model, 0.0), log=messages.append, progress=False, **options)
+            matte_video(
+                sender.url, outputs, matter=_Slow(model, 0.0), reading=reading, log=messages.append, progress=False
+            )
         )
 
     return threading.Thread(target=run)
@@ -119,9 +134,9 @@ def test_live_source_gives_up_after_the_limit_and_keeps_the_output(model: Path, 
         with pytest.raises(SpgimError, match="gave up after 1 reconnect"):
             matte_video(
                 sender.url,
+                Outputs(composite=tmp_path / "live.mp4"),
                 matter=_Slow(model, 0.0),
-                output=tmp_path / "live.mp4",
-                max_reconnects=1,
+                reading=SourceOptions(reconnects=1),
                 log=lambda message: None,
                 progress=False,
             )
@@ -137,7 +152,8 @@ def test_a_stalled_live_source_is_reopened_within_seconds(model: Path, tmp_path:
     messages: list[str] = []
     results: list[MatteResult] = []
     sender = LoopbackSender(clip.path, free_port(), loop=True).start()
-    job = _live_job(sender, model, results, messages, alpha=tmp_path / "alpha.mkv", duration=9.0, stall_timeout=1.0)
+    reading = SourceOptions(duration=9.0, stall_timeout=1.0)
+    job = _live_job(sender, model, results, messages, Outputs(alpha=tmp_path / "alpha.mkv"), reading)
     pid = sender._process.pid if sender._process is not None else 0
     try:
         job.start()

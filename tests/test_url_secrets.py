@@ -20,6 +20,7 @@ from servers import RtmpServer, SrtRelay, free_udp_base, require_servers
 
 from spgim.errors import SpgimError
 from spgim.streaming.job import matte_video
+from spgim.streaming.options import Outputs, SourceOptions
 from spgim.streaming.urls import redact, scrub
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
@@ -92,7 +93,8 @@ def test_no_secret_in_messages_notes_json_or_errors_of_failing_destinations(tmp_
     messages: list[str] = []
     killer.start()
     try:
-        result = matte_video(clip, matter=grey_matte, output=[rtmp, srt, tmp_path / "rec.mp4"], log=messages.append)
+        outputs = Outputs(composite=[rtmp, srt, tmp_path / "rec.mp4"])
+        result = matte_video(clip, outputs, matter=grey_matte, log=messages.append)
     finally:
         killer.join()
         server.stop()
@@ -103,5 +105,7 @@ def test_no_secret_in_messages_notes_json_or_errors_of_failing_destinations(tmp_
     assert not leaked(text), (leaked(text), text)
     # The only output, given up: the exception's text.
     with pytest.raises(SpgimError) as refused:
-        matte_video(clip, matter=grey_matte, output=srt, max_reconnects=1, log=messages.append)
+        matte_video(
+            clip, Outputs(composite=srt), matter=grey_matte, reading=SourceOptions(reconnects=1), log=messages.append
+        )
     assert "gave up" in str(refused.value) and not leaked(str(refused.value)), str(refused.value)
