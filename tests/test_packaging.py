@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -58,6 +59,58 @@ def test_runtime_and_streaming_never_import_train() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _imported(path: Path, package: str) -> set[str]:
+    """Every module ``path`` imports anywhere (function bodies too), as absolute names; ``package`` is the
+    package it belongs to (relative imports are resolved against it)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _stage_imports(folder: Path, package: str) -> dict[str, set[str]]:
+    """Per source file under ``folder`` (installed as ``package``), the stages it imports (``train``, ...)."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        inner = ".".join((package, *path.parent.relative_to(folder).parts))
+        parts = [name.split(".") for name in _imported(path, inner)]
+        stages = {part[1] for part in parts if part[0] == "spgim" and len(part) > 1 and part[1] in STAGES}
+        found[str(path.relative_to(ROOT))] = {stage for stage in stages if not inner.startswith(f"spgim.{stage}")}
+    return found
+
+
+def test_train_imports_no_other_stage() -> None:
+    """The bottom stage: models, data and training import only the shared ground (never streaming, runtime, export)."""
+    offenders = {path: stages for path, stages in _stage_imports(ROOT / "train", "spgim.train").items() if stages}
+    assert not offenders, offenders
+
+
+def test_the_shared_ground_imports_no_stage() -> None:
+    """``spgim/*.py`` is what every stage may use, so it imports none of them; the command layer (the CLI and
+    the commands it lists from ``spgim/`` itself, which use several stages at once) is the exception."""
+    from spgim.cli import COMMAND_MODULES
+
+    layer = {"spgim/cli.py"} | {f"spgim/{name.split('.')[1]}.py" for name in COMMAND_MODULES if name.count(".") == 1}
+    assert layer >= {"spgim/cli.py", "spgim/eval_command.py", "spgim/demo.py"}
+    ground = _stage_imports(ROOT / "spgim", "spgim")
+    offenders = {path: stages for path, stages in ground.items() if stages and path not in layer}
+    assert not offenders, offenders
+    assert ground["spgim/eval_command.py"] >= {"train", "streaming"}  # the check sees a command layer's imports
+
+
+def test_runtime_and_streaming_import_only_what_is_below_them() -> None:
+    """runtime imports no other stage; streaming only runtime."""
+    for stage, allowed in (("runtime", set()), ("streaming", {"runtime"})):
+        found = _stage_imports(ROOT / stage, f"spgim.{stage}")
+        offenders = {path: stages - allowed for path, stages in found.items() if stages - allowed}
+        assert not offenders, offenders
 
 
 @pytest.mark.slow
