@@ -26,7 +26,13 @@ from .keyframes import KeyframePolicy, KeyframeScheduler
 from .protocol import Backend, DeviceBackend
 from .ranking import rank
 from .registry import BACKENDS, BackendOptions, backend_record, open_backend, runnable
-from .upsampling import choose_upsampling, cv2_guided_upsampler, open_upsampler, upsampler_artifact
+from .upsampling import (
+    check_upsampling,
+    choose_upsampling,
+    cv2_guided_upsampler,
+    open_upsampler,
+    upsampler_artifact,
+)
 
 
 def shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -96,6 +102,7 @@ class Matter:
         smoothing: float | None = None,
         keyframe_ramp: int | None = None,
     ) -> None:
+        check_upsampling(upsampling)
         self.artifacts = load_artifacts(model_dir)
         any_spgm = next((a for a in self.artifacts if a.branch == "spgm"), None)
         if any_spgm is None or not any(a.branch == "spd" for a in self.artifacts):

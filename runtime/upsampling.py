@@ -36,11 +36,16 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)
 Upsampler = Callable[[Any, Any, Any], Any]
 
 
+def check_upsampling(asked: str) -> None:
+    """Refuse an upsampling that is not one of :data:`UPSAMPLING` (``Matter`` asks before it opens anything)."""
+    if asked not in UPSAMPLING:
+        raise SpgimError(f"unknown upsampling {asked!r}; choose {', '.join(UPSAMPLING)}")
+
+
 def choose_upsampling(asked: str, device: str, artifact: Artifact | None) -> str:
     """``"guided"``, ``"guided-cv2"`` or ``"bilinear"`` for what was asked, where the backend runs, and what the
     folder holds (the graph, or for ``guided-cv2`` its sidecar's radius and eps)."""
-    if asked not in UPSAMPLING:
-        raise SpgimError(f"unknown upsampling {asked!r}; choose {', '.join(UPSAMPLING)}")
+    check_upsampling(asked)
     if asked == "bilinear":
         return "bilinear"
     if artifact is None:

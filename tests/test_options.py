@@ -181,11 +181,13 @@ BAD_ENGINE = [
     ("--threads -2", "threads must be 0 (the backend's choice) or more, got -2"),
 ]
 BAD_SOURCE = [("--start soon", "--start must be a time (seconds, M:SS or H:MM:SS), got 'soon'")]
+# Checked by the runtime, before it opens the export.
+BAD_UPSAMPLING = [("--upsample nope", "unknown upsampling 'nope'; choose auto, guided, guided-cv2, bilinear")]
 # bench's --backend, --precision, --batch and --threads are its own (lists and the model-only rows'); eval and
 # matte take the engine's.
 BAD_VALUES = [
-    *(("matte", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_SOURCE),
-    *(("eval", *bad) for bad in BAD_MATTING + BAD_ENGINE),
+    *(("matte", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_SOURCE + BAD_UPSAMPLING),
+    *(("eval", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_UPSAMPLING),
     *(("bench", *bad) for bad in BAD_MATTING),
     ("bench", "--video-duration soon", "--video-duration must be a time (seconds, M:SS or H:MM:SS), got 'soon'"),
 ]
