@@ -7,14 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .formats import FORMATS, format_table
+from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
+
 EXAMPLE = """example:
+  spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --dynamic
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported \\
-      --formats torchscript,onnx,onnx-trt --precision fp32,fp16 --height 512 --width 512
+      --formats torchscript,onnx,onnx-trt --precision fp32,fp16 --size 512x288
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats engine \\
-      --precision fp16 --height 512 --width 512 --dynamic --min-size 256x256 --max-size 1024x1024 \\
+      --precision fp16 --size 512x288 --dynamic --min-size 256x128 --max-size 1024x576 \\
       --plugin build/native/libspgim_tst_plugin.so --workspace 4
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats onnx,openvino,pt2 \\
-      --precision fp32,bf16 --height 512 --width 512 --dynamic --min-size 64x64 --max-size 1280x1280"""
+      --precision fp32,bf16 --dynamic --min-size 64x64 --max-size 1280x1280"""
 
 # The forms of spgim.export.attention_nodes.PORTABLE_ATTENTION, described here so that building
 # the parser does not import torch.
@@ -26,31 +30,44 @@ ATTENTION_FORMS = {
 }
 
 
-def _run(args: argparse.Namespace) -> int:
+def _request(args: argparse.Namespace) -> ExportRequest:
+    """The :class:`~spgim.export.plan.ExportRequest` of the parsed flags (``--size``, or its aliases)."""
+    from spgim.errors import SpgimError
     from spgim.sizes import parse_size
 
-    from .exporter import ExportRequest, run_export
-
-    request = ExportRequest(
+    height, width = args.height, args.width
+    if args.size is not None:
+        if height is not None or width is not None:
+            raise SpgimError("give the export size as --size WxH or as --height and --width, not both")
+        height, width = parse_size(args.size)
+    return ExportRequest(
         spd=args.spd,
         spgm=args.spgm,
         out=args.out,
         formats=[f.strip() for f in args.formats.split(",") if f.strip()],
-        precisions=[p.strip() for p in args.precision.split(",") if p.strip()],
-        height=args.height,
-        width=args.width,
+        precisions=None if args.precision is None else [p.strip() for p in args.precision.split(",") if p.strip()],
+        height=height,
+        width=width,
         dynamic=args.dynamic,
         min_size=parse_size(args.min_size) if args.min_size else None,
         max_size=parse_size(args.max_size) if args.max_size else None,
         opset=args.opset,
         workspace_gb=args.workspace,
         plugin=args.plugin,
-        **({"attention": args.attention} if args.attention else {}),
-        **({"upsample_radius": args.upsample_radius} if args.upsample_radius is not None else {}),
-        **({"upsample_eps": args.upsample_eps} if args.upsample_eps is not None else {}),
+        attention=args.attention,
+        upsample_radius=args.upsample_radius,
+        upsample_eps=args.upsample_eps,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    request = _request(args)
+    plan_export(request)  # what does not fit the format table is refused here, before torch is imported
+
+    from .exporter import MANIFEST, run_export
+
     try:
-        artifacts = run_export(request)
+        artifacts = run_export(request, progress=print)
     finally:
         for item in request.artifacts:
             where = args.out / item["file"]
@@ -58,17 +75,31 @@ def _run(args: argparse.Namespace) -> int:
             # With the files that travel with it (OpenVINO IR's .bin).
             size = (where.stat().st_size + sum(c["bytes"] for c in sidecar.get("companions", []))) / 1e6
             print(f"{item['branch']:<8} {item['format']:<12} {item['precision']:<5} {size:8.1f} MB  {where}")
-    print(f"exported {len(artifacts)} artifacts to {args.out} (sidecars beside each, index in spgim-export.json)")
+    print(f"exported {len(artifacts)} artifacts to {args.out} (sidecars beside each, index in {MANIFEST})")
     return 0
+
+
+def _changes(option: str) -> str:
+    """``changes onnx, openvino only``: the formats an option applies to (it is refused for the others)."""
+    return "changes " + ", ".join(name for name, record in FORMATS.items() if option in record.options) + " only"
+
+
+PRECISION_RULE = (
+    "comma list of fp32, fp16, bf16: each format is written in those it takes (the table below), and without "
+    "--precision in its defaults (in brackets). A format that takes none of them, or a precision that no format "
+    "asked for takes, is refused; the export says what it writes before it starts. The upsample graph is fp32 "
+    "whatever the precisions"
+)
 
 
 def register(subparsers: Any) -> None:
     """Add ``export`` to the ``spgim`` command."""
+    help_columns = ("format", "precisions (default)", "files", "made from", "options")
     parser = subparsers.add_parser(
         "export",
-        help="TorchScript, ONNX (portable and TensorRT flavours) and TensorRT engines",
+        help="TorchScript, ONNX (portable and TensorRT flavours), OpenVINO IR, AOTInductor and TensorRT engines",
         description="Export an SPD + SPGM checkpoint pair; every artifact gets a JSON sidecar.",
-        epilog=EXAMPLE,
+        epilog=f"{EXAMPLE}\n\nformats ({{branch}}: spd, spgm and upsample):\n{format_table(help_columns)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--spd", required=True, type=Path, help="SPD checkpoint")
@@ -77,28 +108,40 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--formats",
         default="torchscript,onnx,onnx-trt",
-        help="comma list of torchscript, onnx, onnx-trt, openvino (IR), pt2 (torch.export + AOTInductor, compiled "
-        "for this CPU), engine (default torchscript,onnx,onnx-trt)",
+        help=f"comma list of {', '.join(FORMATS)} (the table below; default torchscript,onnx,onnx-trt)",
+    )
+    parser.add_argument("--precision", help=PRECISION_RULE)
+    parser.add_argument(
+        "--size",
+        metavar="WxH",
+        help="export size, multiples of 32: what the graphs are traced at, TensorRT optimises for and the only size "
+        "without --dynamic (default 512x512)",
+    )
+    parser.add_argument("--height", type=int, help="with --width, the same as --size WxH")
+    parser.add_argument("--width", type=int, help="with --height, the same as --size WxH")
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="dynamic batch and working size, from --min-size to --max-size (default: half to double of --size)",
+    )
+    parser.add_argument("--min-size", metavar="WxH", help="with --dynamic: the smallest working size")
+    parser.add_argument("--max-size", metavar="WxH", help="with --dynamic: the largest working size")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}); {_changes('--opset')}")
+    parser.add_argument(
+        "--workspace",
+        type=float,
+        help=f"TensorRT workspace in GB (default {DEFAULT_WORKSPACE_GB:g}); {_changes('--workspace')}",
     )
     parser.add_argument(
-        "--precision",
-        default="fp32,fp16",
-        help="comma list of fp32, fp16 (ONNX, engines), bf16 (pt2); default fp32,fp16. TorchScript and OpenVINO IR "
-        "are written in fp32 and cast by their runtimes",
+        "--plugin",
+        type=Path,
+        help=f"path of libspgim_tst_plugin.so (default: build/native); {_changes('--plugin')}",
     )
-    parser.add_argument("--height", type=int, default=512, help="input height, a multiple of 32 (default 512)")
-    parser.add_argument("--width", type=int, default=512, help="input width, a multiple of 32 (default 512)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch and spatial axes")
-    parser.add_argument("--min-size", help="with --dynamic: smallest WxH of the engine profile (default half)")
-    parser.add_argument("--max-size", help="with --dynamic: largest WxH of the engine profile (default double)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--workspace", type=float, default=4.0, help="TensorRT workspace in GB (default 4)")
-    parser.add_argument("--plugin", type=Path, help="path of libspgim_tst_plugin.so (default: build/native)")
     parser.add_argument(
         "--attention",
-        help="how the portable ONNX (--formats onnx) spells each TST attention: "
+        help="how the portable ONNX spells each TST attention: "
         + "; ".join(f"{name}: {text}" for name, text in ATTENTION_FORMS.items())
-        + " (default mha: the fastest and smallest on ONNX Runtime and OpenVINO CPU)",
+        + f" (default mha: the fastest and smallest on ONNX Runtime and OpenVINO CPU); {_changes('--attention')}",
     )
     parser.add_argument(
         "--upsample-radius",

@@ -205,7 +205,7 @@ def test_a_pair_that_does_not_belong_together_is_refused(tmp_path: Path) -> None
     assert result.returncode == 1 and "was trained with another SPD" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = _spgim(
-        "export", "--spd", str(spd_path), "--spgm", str(spgm_path), "--out", str(tmp_path / "o"), "--height", "100"
+        "export", "--spd", str(spd_path), "--spgm", str(spgm_path), "--out", str(tmp_path / "o"), "--size", "100x64"
     )
     assert result.returncode == 1 and "multiples of 32" in result.stderr
 

@@ -457,7 +457,7 @@ def test_pt2_upsampler_matches_eager_at_two_frame_sizes(
 def test_engine_step_builds_an_fp32_upsampler_with_the_frame_profile(
     exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import spgim.export.exporter as exporter
+    import spgim.export.writers as writers
 
     built: dict[str, dict[str, Any]] = {}
 
@@ -466,9 +466,9 @@ def test_engine_step_builds_an_fp32_upsampler_with_the_frame_profile(
         built[engine_path.name] = {"source": onnx_path.name, **options}
         return {"tensorrt_version": "stub"}
 
-    monkeypatch.setattr(exporter, "import_tensorrt", lambda: None)
-    monkeypatch.setattr(exporter, "find_plugin_library", lambda path: Path("libstub.so"))
-    monkeypatch.setattr(exporter, "build_engine", build_engine)
+    monkeypatch.setattr(writers, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(writers, "find_plugin_library", lambda path: Path("libstub.so"))
+    monkeypatch.setattr(writers, "build_engine", build_engine)
     folder = exported.parent
     request = ExportRequest(
         spd=folder / "spd.pt",

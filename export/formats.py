@@ -1,0 +1,198 @@
+"""The export formats: one record per ``--formats`` entry, read by the command line, the exporter and the docs.
+
+Each record says which precisions the format is written in (and which without ``--precision``), the file of each
+branch, what it is made from, which options change it, what its sidecars record beside the common fields, and the
+function that writes it. Every format also gets the ``upsample`` graph, in fp32 whatever the precisions (fp16 and
+bf16 runs read the fp32 upsampler): the files of the format's fp32 entry, with ``upsample`` as the branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import writers
+from .writers import UPSAMPLE, ArtifactKey, ExportJob, Writer
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+BRANCHES = ("spd", "spgm", UPSAMPLE)
+# Beside each format's own options, these change every format.
+COMMON_OPTIONS = ("--size", "--dynamic", "--min-size", "--max-size", "--upsample-radius", "--upsample-eps")
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One format ``spgim export`` writes.
+
+    Attributes:
+        name: its ``--formats`` name and the sidecars' ``format``.
+        summary: what it is, one line for the help and the docs.
+        files: per precision it is written in, the file name with ``{branch}`` for the branch.
+        default_precisions: what it is written in without ``--precision``.
+        branches: the branches it writes a file of; a runtime reads the others from ``sources``' format.
+        sources: per branch, the format whose artifact of that branch it is made from (same precision; the upsample
+            graph's in fp32), or read in place of its own where it writes no file of the branch.
+        options: the flags that change it (:data:`COMMON_OPTIONS` change every format).
+        sidecar_fields: what its sidecars record beside the fields every sidecar has.
+        writer: writes one file (see :mod:`spgim.export.writers`).
+        check: run before its first file: what it needs on this machine, one line if it is missing.
+    """
+
+    name: str
+    summary: str
+    files: Mapping[str, str]
+    default_precisions: tuple[str, ...]
+    writer: Writer
+    branches: tuple[str, ...] = BRANCHES
+    sources: Mapping[str, str] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
+    sidecar_fields: tuple[str, ...] = ()
+    check: Callable[[ExportJob], None] | None = None
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions it is written in."""
+        return tuple(self.files)
+
+    def file_name(self, branch: str, precision: str) -> str:
+        """The file of ``branch`` in ``precision``, e.g. ``spgm.fp16.onnx``."""
+        return self.files[precision].format(branch=branch)
+
+
+ONNX_FIELDS = ("opset", "onnx_flavour")
+PT2_FIELDS = (
+    *("compiler", "compile_seconds", "vec_isa", "inductor_options", "export_seconds", "io_dtype"),
+    *("frame_dtype", "batch", "dynamic_dims", "package_sizes", "cpu", "cpu_flags"),
+)
+ENGINE_FIELDS = (
+    *("tensorrt_version", "gpu", "compute_capability", "strongly_typed", "tf32", "workspace_gb"),
+    *("onnx_source", "optimization_profile", "plugin"),
+)
+
+_RECORDS = (
+    ExportFormat(
+        name="torchscript",
+        summary="torch.jit.trace of each branch, for libtorch (C++) users; its runtimes cast it to fp16 or bf16",
+        files={"fp32": "{branch}.torchscript.pt"},
+        default_precisions=("fp32",),
+        writer=writers.write_torchscript,
+    ),
+    ExportFormat(
+        name="onnx",
+        summary="portable ONNX (standard ops, and com.microsoft attention with --attention mha) for ONNX Runtime",
+        files={"fp32": "{branch}.onnx", "fp16": "{branch}.fp16.onnx"},
+        default_precisions=("fp32", "fp16"),
+        writer=writers.write_onnx,
+        options=("--opset", "--attention"),
+        sidecar_fields=(*ONNX_FIELDS, "attention"),
+    ),
+    ExportFormat(
+        name="onnx-trt",
+        summary="SPGM's ONNX with one TSTAttention plugin node per attention, TensorRT's input (SPD has no attention: "
+        "its graph and the upsample graph are onnx's)",
+        files={"fp32": "{branch}.trt.onnx", "fp16": "{branch}.trt.fp16.onnx"},
+        default_precisions=("fp32", "fp16"),
+        writer=writers.write_onnx_trt,
+        branches=("spgm",),
+        sources={"spd": "onnx", UPSAMPLE: "onnx"},
+        options=("--opset",),
+        sidecar_fields=(*ONNX_FIELDS, "plugin"),
+    ),
+    ExportFormat(
+        name="openvino",
+        summary="OpenVINO IR (.xml, and its .bin beside it) of the portable fp32 graph; OpenVINO casts it to bf16",
+        files={"fp32": "{branch}.xml"},
+        default_precisions=("fp32",),
+        writer=writers.write_openvino,
+        sources={"spd": "onnx", "spgm": "onnx", UPSAMPLE: "onnx"},
+        options=("--opset", "--attention"),
+        sidecar_fields=(*ONNX_FIELDS, "attention", "onnx_source", "companions"),
+    ),
+    ExportFormat(
+        name="pt2",
+        summary="torch.export programs AOTInductor-compiled for this CPU (needs a C++ compiler to export, not to run)",
+        files={"fp32": "{branch}.fp32.pt2", "bf16": "{branch}.bf16.pt2"},
+        default_precisions=("fp32",),
+        writer=writers.write_pt2,
+        sidecar_fields=PT2_FIELDS,
+        check=writers.check_pt2,
+    ),
+    ExportFormat(
+        name="engine",
+        summary="TensorRT engines built on this machine's GPU (needs TensorRT and the plugin library); written last",
+        files={"fp32": "{branch}.fp32.engine", "fp16": "{branch}.fp16.engine"},
+        default_precisions=("fp32", "fp16"),
+        writer=writers.write_engine,
+        sources={"spd": "onnx", "spgm": "onnx-trt", UPSAMPLE: "onnx"},
+        options=("--opset", "--workspace", "--plugin"),
+        sidecar_fields=ENGINE_FIELDS,
+        check=writers.check_engine,
+    ),
+)
+# In writing order: every format after the formats it is made from.
+FORMATS: dict[str, ExportFormat] = {record.name: record for record in _RECORDS}
+
+
+def artifacts_to_write(precisions: Mapping[str, Sequence[str]]) -> list[ArtifactKey]:
+    """Every (format, branch, precision) to write so that each format is written in its ``precisions``.
+
+    With the artifacts each is made from (an engine's ONNX graphs, OpenVINO's portable graph) or reads in place of
+    its own (``onnx-trt``'s SPD graph); the upsample graph in fp32. In writing order: by format as in
+    :data:`FORMATS`, then precision, then branch.
+    """
+    wanted: set[ArtifactKey] = set()
+
+    def need(fmt: str, branch: str, precision: str) -> None:
+        record = FORMATS[fmt]
+        precision = "fp32" if branch == UPSAMPLE else precision
+        if branch in record.branches:
+            wanted.add((fmt, branch, precision))
+        if branch in record.sources:
+            need(record.sources[branch], branch, precision)
+
+    for fmt, chosen in precisions.items():
+        for precision in chosen:
+            for branch in BRANCHES:
+                need(fmt, branch, precision)
+    order = list(FORMATS)
+    return sorted(wanted, key=lambda key: (order.index(key[0]), PRECISIONS.index(key[2]), BRANCHES.index(key[1])))
+
+
+def precisions_by_format() -> str:
+    """``torchscript fp32, onnx fp32/fp16, ...``: which format is written in which precisions."""
+    return ", ".join(f"{name} {'/'.join(record.precisions)}" for name, record in FORMATS.items())
+
+
+def _files(record: ExportFormat) -> str:
+    branches = "{branch}" if record.branches == BRANCHES else "/".join(record.branches)
+    return ", ".join(f"`{template.format(branch=branches)}`" for template in record.files.values())
+
+
+def _made_from(record: ExportFormat) -> str:
+    by_format: dict[str, list[str]] = {}
+    for branch, fmt in record.sources.items():
+        by_format.setdefault(fmt, []).append(branch)
+    if not by_format:
+        return "the model"
+    made = "; ".join(f"{fmt}'s {'/'.join(branches)}" for fmt, branches in by_format.items())
+    # A format that writes no file of a branch reads the source's in its place.
+    return made if set(record.sources) <= set(record.branches) else f"the model; reads {made}"
+
+
+# The columns of the format table: heading -> the cell of a record.
+COLUMNS: dict[str, Callable[[ExportFormat], str]] = {
+    "format": lambda record: f"`{record.name}`",
+    "precisions (default)": lambda record: f"{', '.join(record.precisions)} ({', '.join(record.default_precisions)})",
+    "files": _files,
+    "made from": _made_from,
+    "options": lambda record: ", ".join(f"`{option}`" for option in record.options),
+    "sidecar fields": lambda record: ", ".join(f"`{name}`" for name in record.sidecar_fields),
+    "what": lambda record: record.summary,
+}
+
+
+def format_table(columns: Sequence[str] = tuple(COLUMNS)) -> str:
+    """The formats as a Markdown table of ``columns`` (keys of :data:`COLUMNS`), for the docs and the help."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(COLUMNS[column](record) for column in columns) + " |" for record in FORMATS.values()]
+    return "\n".join(lines)
