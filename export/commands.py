@@ -9,6 +9,7 @@ from typing import Any
 
 from .formats import FORMATS, format_table
 from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
+from .profile import COMMON_FRAMES, DEFAULT_ASPECT
 
 EXAMPLE = """example:
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --dynamic
@@ -111,18 +112,20 @@ def register(subparsers: Any) -> None:
         help=f"comma list of {', '.join(FORMATS)} (the table below; default torchscript,onnx,onnx-trt)",
     )
     parser.add_argument("--precision", help=PRECISION_RULE)
+    aspects = ", ".join(COMMON_FRAMES)
     parser.add_argument(
         "--size",
         metavar="WxH",
         help="export size, multiples of 32: what the graphs are traced at, TensorRT optimises for and the only size "
-        "without --dynamic (default 512x512)",
+        f"without --dynamic (default: the configuration's working size, stream.work_size, of a {DEFAULT_ASPECT} frame)",
     )
     parser.add_argument("--height", type=int, help="with --width, the same as --size WxH")
     parser.add_argument("--width", type=int, help="with --height, the same as --size WxH")
     parser.add_argument(
         "--dynamic",
         action="store_true",
-        help="dynamic batch and working size, from --min-size to --max-size (default: half to double of --size)",
+        help="dynamic batch and working size, from --min-size to --max-size (default: half to double of --size, "
+        f"widened to hold the configuration's working sizes at {aspects})",
     )
     parser.add_argument("--min-size", metavar="WxH", help="with --dynamic: the smallest working size")
     parser.add_argument("--max-size", metavar="WxH", help="with --dynamic: the largest working size")

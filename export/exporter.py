@@ -33,7 +33,7 @@ from .attention_nodes import DEFAULT_PORTABLE_ATTENTION, portable_attention
 from .formats import FORMATS
 from .io_spec import FRAME_PROFILE_HW, spd_spec, spgm_spec, upsample_spec
 from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
-from .profile import SizeProfile, size_profile
+from .profile import SizeProfile, size_profile, stream_note
 from .sidecar import file_sha256, write_sidecar
 from .writers import UPSAMPLE, ExportJob
 
@@ -92,12 +92,13 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
     frame_sizes = request.frame_sizes or FRAME_PROFILE_HW
     _check_frame_sizes(frame_sizes)
     spd, spgm, config, source = load_pair(request.spd, request.spgm)
+    work_size = stream_defaults(config).work_size
     profile = size_profile(
-        size=request.size, dynamic=request.dynamic, min_size=request.min_size, max_size=request.max_size
+        work_size, size=request.size, dynamic=request.dynamic, min_size=request.min_size, max_size=request.max_size
     )
     if progress is not None:
         progress(str(plan))
-        progress(f"working sizes {profile}")
+        progress(stream_note(profile, work_size))
     request.out.mkdir(parents=True, exist_ok=True)
     channels = guide_channels(config)
     upsampler = GuidedUpsampler(

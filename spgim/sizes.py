@@ -1,4 +1,4 @@
-"""The one parser of sizes given on command lines: ``"WxH"`` (or ``"S"`` for a square)."""
+"""The one parser of sizes given on command lines (``"WxH"``, or ``"S"`` for a square), and a frame's working size."""
 
 from __future__ import annotations
 
@@ -23,3 +23,10 @@ def parse_size(text: str, *, multiple: int = 32) -> tuple[int, int]:
         raise SpgimError(f"size {text!r} must be WxH with both sides {which}")
     width, height = values
     return height, width
+
+
+def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
+    """The size (height, width) a ``height`` x ``width`` frame is matted at: the longer side at most ``work_size``,
+    both sides rounded to multiples of 32 (at least 32), the aspect kept; export sizes its profile by it."""
+    scale = min(1.0, work_size / max(height, width))
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)

@@ -150,7 +150,9 @@ def test_sidecars_describe_every_artifact(exported: dict) -> None:
             assert item["precision"] == "fp32" and item["format"] in ("torchscript", "onnx")
             continue
         assert sidecar["flops_per_frame"] > 0 and len(sidecar["source"]["spd_checkpoint"]["sha256"]) == 64
-        assert sidecar["profile"] == {"min": [64, 64], "opt": [128, 128], "max": [256, 256]}
+        # Half to double of 128x128, widened to the configuration's longest working side (tiny 320, paper 512).
+        largest = {"tiny": 320, "paper": 512}[exported["config"]]
+        assert sidecar["profile"] == {"min": [64, 64], "opt": [128, 128], "max": [largest, largest]}
         names = [i["name"] for i in sidecar["inputs"]]
         assert names == (["image"] if item["branch"] == "spd" else ["image", "mask", "r2", "r3", "r4"])
         if item["format"] == "onnx-trt":

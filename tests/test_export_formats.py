@@ -1,16 +1,27 @@
-"""Export's format table: what each format is written in, one-line refusals of what does not apply, ``--size``."""
+"""Export's format table and size profile: what each format is written in, one-line refusals of what does not
+apply, ``--size``, and a default ``--dynamic`` export that runs at its own configuration's stream defaults."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-from model_pairs import random_pair
+from model_pairs import export_pair, random_pair
 
 from spgim.cli import build_parser, main
 from spgim.export.formats import BRANCHES, FORMATS, PRECISIONS, artifacts_to_write, format_table
+from spgim.export.profile import default_export_size, default_profiles_table, size_profile, stream_note
+from spgim.runtime.matting import Matter, working_size
+from spgim.train.config import MODEL_CONFIGS, get_config, stream_defaults
+
+# Frames at 16:9, 4:3 and 9:16 (height, width), each at least as large as every configuration's working size.
+ASPECT_FRAMES = {"16:9": (360, 640), "4:3": (480, 640), "9:16": (640, 360)}
+# Frame sizes cameras, phones and files commonly have, (height, width).
+COMMON_FRAME_SIZES = [(2160, 3840), (1080, 1920), (720, 1280), (360, 640), (1080, 1440), (480, 640), (1080, 1080)]
+COMMON_FRAME_SIZES += [(1440, 1080), (1920, 1080), (1280, 720), (640, 360)]
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +35,51 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _export(pair: Path, out: Path, *options: str) -> list[str]:
     """``spgim export`` of ``pair`` to ``out`` with ``options``."""
     return ["export", "--spd", str(pair / "spd.pt"), "--spgm", str(pair / "spgm.pt"), "--out", str(out), *options]
+
+
+# The paper configuration's export and three 512-pixel runs take ~15 s on two cores.
+@pytest.mark.parametrize("config_name", [pytest.param("paper", marks=pytest.mark.slow), "tiny", "live"])
+def test_default_dynamic_export_runs_at_its_stream_defaults(config_name: str, tmp_path: Path) -> None:
+    """``spgim export --dynamic`` with no size: the export mattes 16:9, 4:3 and 9:16 frames at its own working size."""
+    random_pair(tmp_path, config_name)
+    out = export_pair(tmp_path, tmp_path / "model", "--formats", "onnx", "--precision", "fp32", "--dynamic")
+    matter = Matter(out, backend="onnxruntime", precision="fp32")
+    assert matter.work_size == stream_defaults(get_config(config_name)).work_size
+    for height, width in ASPECT_FRAMES.values():
+        alpha = matter(np.full((height, width, 3), 128, np.uint8))
+        assert alpha.shape == (height, width) and np.isfinite(alpha).all()
+
+
+@pytest.mark.parametrize("config_name", list(MODEL_CONFIGS))
+def test_default_profile_holds_the_working_size_of_common_frames(config_name: str) -> None:
+    """The runtime's working size of each common frame at the configuration's work size lies in the default
+    ``--dynamic`` profile; without ``--dynamic`` the export size is a 16:9 frame's working size."""
+    work = stream_defaults(get_config(config_name)).work_size
+    profile = size_profile(work, dynamic=True)
+    for height, width in COMMON_FRAME_SIZES:
+        assert profile.accepts(working_size(height, width, work)), (config_name, width, height, profile)
+    for side in (*profile.min_hw, *profile.opt_hw, *profile.max_hw):
+        assert side % 32 == 0 and side >= 32
+    fixed = size_profile(work)
+    assert fixed.min_hw == fixed.opt_hw == fixed.max_hw == working_size(1080, 1920, work) == default_export_size(work)
+    # A larger --size keeps half to double of it where that is wider, and still holds the stream's sizes.
+    large = size_profile(work, size=(1024, 1024), dynamic=True)
+    assert large.max_hw == (2048, 2048)
+    assert all(large.accepts(working_size(h, w, work)) for h, w in COMMON_FRAME_SIZES)
+
+
+def test_the_profile_says_which_stream_sizes_it_leaves_out() -> None:
+    """The line the export prints about its sizes, and the docs' table of each configuration's defaults."""
+    held = stream_note(size_profile(320, dynamic=True), 320)
+    assert held.startswith("working sizes 160x96..640x384, traced at 320x192: holds") and "192x320 (9:16)" in held
+    narrow = stream_note(size_profile(320, size=(128, 128), dynamic=True, max_size=(256, 256)), 320)
+    assert "leaves out the stream defaults' working size for 16:9, 4:3, 1:1, 3:4, 9:16" in narrow
+    assert "wider --min-size/--max-size" in narrow
+    assert "192x320 only: leaves out" in stream_note(size_profile(320, size=(320, 192)), 320)
+    rows = default_profiles_table().splitlines()
+    assert len(rows) == 2 + len(MODEL_CONFIGS)
+    assert "| tiny | 320 | 320x192 | 160x96..640x384 | 320x192 / 320x256 / 320x320 / 256x320 / 192x320 |" in rows
+    assert "| paper | 512 | 512x288 | 256x128..1024x576 |" in rows[2]
 
 
 @pytest.mark.parametrize(
