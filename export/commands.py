@@ -34,9 +34,15 @@ ATTENTION_FORMS = {
 def _request(args: argparse.Namespace) -> ExportRequest:
     """The :class:`~spgim.export.plan.ExportRequest` of the parsed flags (``--size``, or its aliases)."""
     from spgim.errors import SpgimError
+    from spgim.option_groups import NUMBER, WHOLE, ValueType
     from spgim.sizes import parse_size
 
-    height, width = args.height, args.width
+    def value(kind: ValueType, option: str) -> Any:
+        # Numbers are parsed here, not by argparse, so that a bad one is one line and not the usage block.
+        text = getattr(args, option.removeprefix("--").replace("-", "_"))
+        return None if text is None else kind.read(option, text)
+
+    height, width = value(WHOLE, "--height"), value(WHOLE, "--width")
     if args.size is not None:
         if height is not None or width is not None:
             raise SpgimError("give the export size as --size WxH or as --height and --width, not both")
@@ -52,12 +58,12 @@ def _request(args: argparse.Namespace) -> ExportRequest:
         dynamic=args.dynamic,
         min_size=parse_size(args.min_size) if args.min_size else None,
         max_size=parse_size(args.max_size) if args.max_size else None,
-        opset=args.opset,
-        workspace_gb=args.workspace,
+        opset=value(WHOLE, "--opset"),
+        workspace_gb=value(NUMBER, "--workspace"),
         plugin=args.plugin,
         attention=args.attention,
-        upsample_radius=args.upsample_radius,
-        upsample_eps=args.upsample_eps,
+        upsample_radius=value(WHOLE, "--upsample-radius"),
+        upsample_eps=value(NUMBER, "--upsample-eps"),
     )
 
 
@@ -119,8 +125,8 @@ def register(subparsers: Any) -> None:
         help="export size, multiples of 32: what the graphs are traced at, TensorRT optimises for and the only size "
         f"without --dynamic (default: the configuration's working size, stream.work_size, of a {DEFAULT_ASPECT} frame)",
     )
-    parser.add_argument("--height", type=int, help="with --width, the same as --size WxH")
-    parser.add_argument("--width", type=int, help="with --height, the same as --size WxH")
+    parser.add_argument("--height", metavar="H", help="with --width, the same as --size WxH")
+    parser.add_argument("--width", metavar="W", help="with --height, the same as --size WxH")
     parser.add_argument(
         "--dynamic",
         action="store_true",
@@ -129,10 +135,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--min-size", metavar="WxH", help="with --dynamic: the smallest working size")
     parser.add_argument("--max-size", metavar="WxH", help="with --dynamic: the largest working size")
-    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET}); {_changes('--opset')}")
+    parser.add_argument("--opset", metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET}); {_changes('--opset')}")
     parser.add_argument(
         "--workspace",
-        type=float,
+        metavar="GB",
         help=f"TensorRT workspace in GB (default {DEFAULT_WORKSPACE_GB:g}); {_changes('--workspace')}",
     )
     parser.add_argument(
@@ -148,13 +154,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--upsample-radius",
-        type=int,
+        metavar="R",
         help="radius, in working-size pixels, of the guided filter that brings the alpha to the frame's size (default "
         "1: the lowest MAE on the reference clips; 2 gives steadier edges, lower dtSSD, for a slightly higher MAE)",
     )
     parser.add_argument(
         "--upsample-eps",
-        type=float,
+        metavar="EPS",
         help="the guided filter's regularisation; larger is closer to bilinear (default 1e-4)",
     )
     parser.set_defaults(handler=_run)

@@ -121,21 +121,20 @@ def _precisions(formats: list[str], asked: list[str] | None) -> dict[str, tuple[
 
 def _check_options(request: ExportRequest, formats: list[str]) -> None:
     """Refuse a format option given for formats it does not change."""
-    given = {
+    format_options = {
         "--opset": request.opset,
         "--attention": request.attention,
         "--workspace": request.workspace_gb,
         "--plugin": request.plugin,
     }
-    for option, value in given.items():
+    for option, value in format_options.items():
         if value is not None and not any(option in FORMATS[fmt].options for fmt in formats):
             takers = [name for name, record in FORMATS.items() if option in record.options]
             raise SpgimError(f"{option} changes {', '.join(takers)} only, none of --formats {','.join(formats)}")
     radius, eps = request.upsample_radius, request.upsample_eps
     if (radius is not None and radius < 1) or (eps is not None and not eps > 0):
-        raise SpgimError(
-            f"guided upsampling needs a radius of at least 1 and a positive eps, got radius {radius} and eps {eps}"
-        )
+        got = ", ".join(f"{name} {value}" for name, value in (("radius", radius), ("eps", eps)) if value is not None)
+        raise SpgimError(f"guided upsampling needs a radius of at least 1 and a positive eps, got {got}")
 
 
 def plan_export(request: ExportRequest) -> ExportPlan:

@@ -102,20 +102,11 @@ def test_the_profile_says_which_stream_sizes_it_leaves_out() -> None:
         (("--dynamic", "--size", "320x192", "--min-size", "352x192"), "--min-size 352x192 is larger than"),
         (("--dynamic", "--size", "320x192", "--max-size", "640x160"), "--max-size 640x160 is smaller than"),
         (("--size", "320x192", "--height", "192"), "not both"),
-        (
-            (
-                "--height",
-                "192",
-            ),
-            "--height and --width go together",
-        ),
-        (
-            (
-                "--size",
-                "100x64",
-            ),
-            "multiples of 32",
-        ),
+        (("--height", "192"), "--height and --width go together"),
+        (("--size", "100x64"), "multiples of 32"),
+        (("--formats", "onnx", "--opset", "x"), "--opset must be a whole number, got 'x'"),
+        (("--formats", "engine", "--workspace", "1e"), "--workspace must be a number, got '1e'"),
+        (("--upsample-radius", "1.5"), "--upsample-radius must be a whole number"),
         (("--height", "100", "--width", "64"), "multiples of 32"),
     ],
 )
