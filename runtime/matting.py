@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.sizes import working_size
 from spgim.stream_defaults import StreamDefaults
 
 from .artifacts import check_size, load_artifacts
@@ -44,12 +45,6 @@ def shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     while frame.shape[0] >= 2 * height and frame.shape[1] >= 2 * width and not (frame.shape[0] | frame.shape[1]) & 1:
         frame = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
-    """(height, width) with the longer side at most ``work_size``, both rounded to multiples of 32."""
-    scale = min(1.0, work_size / max(height, width))
-    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
 
 
 class Matter:

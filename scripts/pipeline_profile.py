@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 
 from spgim.machine import flags_line, machine_facts
-from spgim.runtime.matting import shrink, working_size
+from spgim.runtime.matting import shrink
 from spgim.runtime.upsampling import cv2_guided_upsampler, open_upsampler, upsampler_artifact
+from spgim.sizes import working_size
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from spgim.runtime.matting import working_size
 from spgim.runtime.timing import time_calls
+from spgim.sizes import working_size
 
 from .job import matte_video
 from .options import EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
