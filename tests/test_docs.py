@@ -12,11 +12,14 @@
   somewhere and stays small.
 - README.md stays a front door (at most 220 lines), and no tracked file but the notebook cites the
   design notes that lived outside the repository.
+- A table the code renders (``<!-- docs-table: module.function -->`` right above it) is what that
+  function returns now: the docs show the same table the code uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import shutil
 import subprocess
@@ -44,6 +47,7 @@ SEPARATOR = re.compile(r"&&|\|\||;|(?<!\\)\|| #")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*([^)\s]+)(?:\s+\"[^\"]*\")?\s*\)")
 IMG_TAG = re.compile(r"<img[^>]*\bsrc=\"([^\"]+)\"")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
+RENDERED = re.compile(r"^<!--\s*docs-table:\s*([\w.]+)\s*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -338,3 +342,26 @@ def test_no_file_cites_notes_outside_the_repository() -> None:
         text = path.read_bytes()
         citing += [f"{name}: {needle}" for needle in needles if needle.encode() in text]
     assert not citing, "\n".join(citing)
+
+
+def _rendered_tables() -> list[tuple[str, int, str, list[str]]]:
+    """(file, line, function, the table's lines below the marker) of every ``docs-table`` marker."""
+    found = []
+    for path in DOCS:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for index, line in enumerate(lines):
+            marker = RENDERED.match(line)
+            if marker is None:
+                continue
+            end = next((j for j in range(index + 1, len(lines)) if not lines[j].startswith("|")), len(lines))
+            found.append((_name(path), index + 1, marker.group(1), lines[index + 1 : end]))
+    return found
+
+
+def test_rendered_tables_are_what_the_code_renders() -> None:
+    tables = _rendered_tables()
+    assert tables, "no docs-table marker: the export page shows the exporter's own table"
+    for name, line, function, shown in tables:
+        module, _, attribute = function.rpartition(".")
+        rendered = getattr(importlib.import_module(module), attribute)().strip().splitlines()
+        assert shown == rendered, f"{name}:{line}: the table differs from {function}(); paste its output"
