@@ -52,6 +52,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -233,6 +234,7 @@ def make_clip(
     rotation: int = 0,
     audio: str | None = None,
     vfr: bool = False,
+    times: Sequence[float] | None = None,
     pix_fmt: str | None = None,
     faststart: bool = False,
     seed: int = 0,
@@ -249,6 +251,7 @@ def make_clip(
         audio: ``None``, ``"aac"``, ``"ac3"``, ``"mp3"``, ``"pcm_s16le"``, ``"opus"`` or ``"vorbis"``: a 440 Hz
             tone at 48 kHz mono lasting as long as the video.
         vfr: irregular timestamps: each gap is 1, 2 or 3 nominal frame durations, drawn from ``seed``.
+        times: each frame's presentation time in seconds (``frames`` of them), gaps and jumps as given.
         pix_fmt: encoder pixel format; default yuv420p, or yuv444p for x264/x265 at an odd size.
         faststart: put the mp4/mov index at the front (so a truncated copy still opens).
         seed: seed of the ``vfr`` gaps.
@@ -269,6 +272,10 @@ def make_clip(
     else:
         ticks = list(range(frames))
     pts = tuple(round(k * step) for k in ticks)
+    if times is not None:
+        if len(times) != frames:
+            raise ValueError(f"{len(times)} times for {frames} frames")
+        pts = tuple(round(Fraction(t).limit_denominator(10**6) / time_base) for t in times)
     if pix_fmt is None:
         odd = width % 2 == 1 or height % 2 == 1
         pix_fmt = "yuv444p" if odd and codec in ("libx264", "libx265") else "yuv420p"

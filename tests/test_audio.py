@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 from media import make_clip
-from model_pairs import export_tiny
 
 from spgim.streaming.audio import PacketRetimer, probe_audio_timing
 from spgim.streaming.frames import AudioPacket, VideoFrame
@@ -172,11 +171,12 @@ def test_packets_without_timestamps_or_going_back_are_repaired(tmp_path: Path, f
     assert times[-1] == pytest.approx(clip.audio_seconds - 1024 / 48000, abs=0.03)
 
 
-def test_audio_failing_mid_job_leaves_the_video_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audio_failing_mid_job_leaves_the_video_whole(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The muxer's refusal is injected on the 20th packet (no real file makes the retimed path fail)."""
     from spgim.streaming import outputs
 
-    model = export_tiny(tmp_path / "model")
     clip = make_clip(tmp_path / "in.mkv", frames=48, audio="aac")
     write = outputs._AudioRoute.write
     calls = {"n": 0}

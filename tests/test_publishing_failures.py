@@ -268,15 +268,8 @@ def test_a_timestamp_jump_back_continues_the_clock(tmp_path: Path) -> None:
 
 
 def test_paced_publishing_does_not_wait_through_a_gap_in_the_timestamps(tmp_path: Path) -> None:
-    clip = tmp_path / "gap.mkv"
-    with av.open(str(clip), "w") as container:  # 1 s of frames, a 60 s hole, 1 s more
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for index in range(50):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 5 * index, np.uint8), format="rgb24")
-            frame.pts = index if index < 25 else index + 60 * 25
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    times = [index / 25 + (60.0 if index >= 25 else 0.0) for index in range(50)]  # 1 s, a 60 s hole, 1 s more
+    clip = make_clip(tmp_path / "gap.mkv", frames=50, fps=25, times=times).path
     port = free_udp_base(2)  # UDP: sent whether anyone listens or not
     result = matte_video(
         clip, Outputs(composite=[f"udp://127.0.0.1:{port}", tmp_path / "rec.mp4"]), matter=grey_matte, progress=False

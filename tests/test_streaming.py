@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from media import make_clip
 from streaming_util import probe
 
 from spgim.errors import SpgimError
@@ -27,55 +27,9 @@ SPGIM = str(Path(sys.executable).with_name("spgim"))
 AT_128 = MattingOptions(work_size=128)  # the tiny export's working size in these tests
 
 
-def write_clip(
-    path: Path,
-    *,
-    size: tuple[int, int] = (96, 64),
-    frames: int = 12,
-    rate: int = 25,
-    rotation: int = 0,
-    pts: list[int] | None = None,
-    audio: bool = False,
-) -> list[np.ndarray]:
-    """A clip of moving bars (H.264, or 4:4:4 for odd sizes); returns the RGB frames written."""
-    width, height = size
-    images = []
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.options = {"bframes": "0"}
-        if pts is not None:
-            stream.time_base = Fraction(1, 1000)
-            stream.codec_context.time_base = Fraction(1, 1000)
-        if rotation:
-            stream.set_display_rotation(rotation)
-        sound = container.add_stream("aac", rate=22050) if audio else None
-        x = np.arange(width)[None, :, None]
-        for index in range(frames):
-            image = np.zeros((height, width, 3), np.uint8)
-            image[:] = ((x + 7 * index) % 48 < 24) * np.array([220, 60, 30], np.uint8)
-            image[height // 3 : 2 * height // 3, :, 1] = 200
-            images.append(image)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = pts[index] if pts is not None else index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        if sound is not None:
-            samples = round(22050 * frames / rate)
-            tone = (0.2 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 22050)).astype(np.float32)[None]
-            chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 22050, 0
-            for packet in [*sound.encode(chunk), *sound.encode()]:
-                container.mux(packet)
-    return images
-
-
 def test_timestamps_size_audio_and_frame_count_survive(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=20, audio=True)
+    make_clip(clip, frames=20, fps=25, audio="aac")
     result = matte_video(clip, Outputs(composite=tmp_path / "out.mp4"), model=model, matting=AT_128, progress=False)
     source, out = probe(clip), probe(tmp_path / "out.mp4")
     assert result.frames_in == result.frames_out == len(source.times) == 20
@@ -87,7 +41,7 @@ def test_timestamps_size_audio_and_frame_count_survive(model: Path, tmp_path: Pa
 
 def test_rotation_and_odd_size_survive_and_the_model_sees_the_frame_upright(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "phone.mp4"
-    write_clip(clip, size=(75, 49), frames=6, rotation=-90)
+    make_clip(clip, size=(75, 49), frames=6, fps=25, rotation=-90)
     seen: list[tuple[int, int]] = []
     runtime = Matter(model, backend="onnxruntime", work_size=128)
 
@@ -106,7 +60,7 @@ def test_rotation_and_odd_size_survive_and_the_model_sees_the_frame_upright(mode
 def test_variable_frame_rate_timestamps_survive(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "vfr.mkv"
     stamps = [0, 40, 70, 150, 160, 260, 300, 333, 420, 500]
-    write_clip(clip, frames=len(stamps), pts=stamps)
+    make_clip(clip, frames=len(stamps), times=[stamp / 1000 for stamp in stamps])
     matte_video(clip, Outputs(composite=tmp_path / "out.mp4"), model=model, matting=AT_128, progress=False)
     assert probe(tmp_path / "out.mp4").times == pytest.approx([s / 1000 for s in stamps], abs=1e-3)
 
@@ -114,7 +68,7 @@ def test_variable_frame_rate_timestamps_survive(model: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(("name", "tolerance"), [("fg.mov", 2), ("fg.webm", 12)])
 def test_alpha_codecs_decode_back_to_the_models_alpha(model: Path, tmp_path: Path, name: str, tolerance: int) -> None:
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=5)
+    make_clip(clip, frames=5, fps=25)
     decoded = probe(clip, keep="rgb24").frames
     matte_video(clip, Outputs(foreground=tmp_path / name), model=model, matting=AT_128, progress=False)
     expected = Matter(model, backend="onnxruntime", work_size=128)(np.stack(decoded))
@@ -126,7 +80,7 @@ def test_alpha_codecs_decode_back_to_the_models_alpha(model: Path, tmp_path: Pat
 
 def test_batches_give_the_same_alpha_as_single_frames(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=7)
+    make_clip(clip, frames=7, fps=25)
     for batch in (1, 3):
         outputs, engine = Outputs(alpha=tmp_path / f"a{batch}"), EngineOptions(batch=batch)
         matte_video(clip, outputs, model=model, engine=engine, matting=AT_128, progress=False)
@@ -138,7 +92,7 @@ def test_batches_give_the_same_alpha_as_single_frames(model: Path, tmp_path: Pat
 
 def test_background_image_and_colour(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=3)
+    make_clip(clip, frames=3, fps=25)
     fixed = lambda frames: np.zeros(frames.shape[:3], np.float32)  # noqa: E731 - alpha 0: only background
     matte_video(clip, Outputs(composite=tmp_path / "red.mkv", background="#ff0000"), matter=fixed, progress=False)
     frame = probe(tmp_path / "red.mkv", keep="rgb24").frames[0]
@@ -171,7 +125,7 @@ def test_bad_inputs_are_one_line(model: Path, tmp_path: Path) -> None:
         for packet in [*stream.encode(chunk), *stream.encode()]:
             container.mux(packet)
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=2)
+    make_clip(clip, frames=2, fps=25)
     cases = [
         ((str(tmp_path / "missing.mp4"), "--model", str(model), "--output", out), "no such"),
         ((str(tmp_path / "empty.mp4"), "--model", str(model), "--output", out), "empty"),
@@ -189,7 +143,7 @@ def test_bad_inputs_are_one_line(model: Path, tmp_path: Path) -> None:
 
 def test_truncated_file_keeps_what_decodes(model: Path, tmp_path: Path) -> None:
     clip = tmp_path / "in.mkv"
-    write_clip(clip, frames=30)
+    make_clip(clip, frames=30, fps=25)
     data = clip.read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 2 // 3])
     outputs = Outputs(composite=tmp_path / "out.mp4")
@@ -209,7 +163,7 @@ def test_credentials_never_reach_messages() -> None:
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_file_leaves_a_playable_output(model: Path, tmp_path: Path, stop: int) -> None:
     clip = tmp_path / "long.mp4"
-    write_clip(clip, size=(320, 240), frames=400)
+    make_clip(clip, size=(320, 240), frames=400, fps=25)
     out, progress = tmp_path / "out.mp4", tmp_path / "alpha"  # the PNGs show how far the job is
     command = [SPGIM, "matte", str(clip), "--model", str(model), "--output", str(out), "--alpha", str(progress)]
     process = subprocess.Popen(
@@ -235,7 +189,7 @@ def test_bench_video_adds_end_to_end_rows(model: Path, tmp_path: Path) -> None:
     from spgim.cli import main
 
     clip = tmp_path / "in.mp4"
-    write_clip(clip, frames=6, audio=True)
+    make_clip(clip, frames=6, fps=25, audio="aac")
     argv = ["bench", "--model", str(model), "--backend", "onnxruntime", "--precision", "fp32", "--size", "64x64"]
     argv += ["--warmup", "0", "--iters", "1", "--video", str(clip), "--work-size", "128"]
     argv += ["--keyframe-interval", "3", "--keyframe-ramp", "5"]

@@ -176,10 +176,9 @@ def test_eval_bad_arguments_fail_in_one_line(
 
 
 @pytest.mark.slow
-def test_eval_with_a_model_mattes_every_frame(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from model_pairs import export_tiny
-
-    model = export_tiny(tmp_path)
+def test_eval_with_a_model_mattes_every_frame(
+    clip: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "scores.json"
     argv = ["eval", "--video", str(clip / "c.mp4"), "--truth", str(clip / "a.mkv"), "--model", str(model)]
     capsys.readouterr()
