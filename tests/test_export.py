@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from model_pairs import random_pair
+from requirements import not_this_machine
 
 from spgim.cli import main
 from spgim.train.checkpoint import save_checkpoint
@@ -172,7 +173,7 @@ def test_engine_without_tensorrt_or_gpu_says_so_and_exits_2_after_other_formats(
 
     has_tensorrt = importlib.util.find_spec("tensorrt") is not None
     if has_tensorrt and torch.cuda.is_available():
-        pytest.skip("TensorRT and a GPU are both here: the engine builds, there is no refusal to exercise")
+        not_this_machine("TensorRT and a GPU are both here: the engine builds, there is no refusal to exercise")
     spd_path, spgm_path, _, _ = _pair(tmp_path, "tiny")
     result = _spgim(
         "export",

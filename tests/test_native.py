@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from requirements import unavailable
+from requirements import not_this_machine, unavailable
 
 from spgim import tst_op, tst_reference
 from spgim.train.models.attention import attention_matmul
@@ -108,14 +108,14 @@ def test_the_cuda_kernel_runs_emulated_on_cpu_threads(native_build: Path) -> Non
 def test_cuda_kernels_compile_with_nvcc(native_build: Path) -> None:
     nvcc = _cmake_cache(native_build, "CMAKE_CUDA_COMPILER")
     if not nvcc or nvcc.endswith("NOTFOUND"):
-        pytest.skip("nvcc not found by CMake: the CUDA kernels were not compiled")
+        unavailable("nvcc not found by CMake: the CUDA kernels were not compiled")
     assert CUDA_CHECK_LIB.is_file(), f"nvcc ({nvcc}) was found but {CUDA_CHECK_LIB.name} was not built"
 
 
 @pytest.fixture(scope="module")
 def cuda_check(native_build: Path) -> ctypes.CDLL:
     if not CUDA_CHECK_LIB.is_file():
-        pytest.skip("tst_attention_cuda_check was not built (no nvcc)")
+        unavailable("tst_attention_cuda_check was not built (no nvcc)")
     lib = ctypes.CDLL(str(CUDA_CHECK_LIB))
     lib.tst_attention_forward.restype = ctypes.c_int
     lib.tst_attention_forward.argtypes = (
@@ -246,7 +246,7 @@ GPU_SHAPES = [
 @pytest.fixture
 def gpu() -> Iterator[None]:
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: the kernels compile here but only run on a GPU machine")
+        not_this_machine("no CUDA GPU: the kernels compile here but only run on a GPU machine")
     yield
     torch.cuda.synchronize()
 
@@ -284,9 +284,12 @@ def test_cuda_kernel_equals_reference(
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_tensorrt_one_node_network_equals_reference(gpu: None, dtype: type) -> None:
-    trt = pytest.importorskip("tensorrt", reason="TensorRT's Python package is not installed")
+    try:
+        import tensorrt as trt
+    except ImportError:
+        not_this_machine("TensorRT's Python package is not installed (it needs an NVIDIA GPU machine)")
     if not PLUGIN_LIB.is_file():
-        pytest.skip(f"{PLUGIN_LIB.name} not built: configure CMake with -DTensorRT_ROOT=/path/to/TensorRT")
+        not_this_machine(f"{PLUGIN_LIB.name} not built: configure CMake with -DTensorRT_ROOT=/path/to/TensorRT")
     ctypes.CDLL(str(PLUGIN_LIB))  # REGISTER_TENSORRT_PLUGIN registers the creator on load.
     batch, queries, keys, head_dim, value_dim = 2, 300, 500, 64, 48
     scale = 0.125

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from requirements import not_this_machine
 from test_runtime import _export
 
 from spgim.errors import SpgimError
@@ -72,7 +73,7 @@ def test_bf16_is_close_where_the_cpu_has_native_bf16(exported: tuple, fmt: str) 
     if reason is not None:
         with pytest.raises(SpgimError, match="native bf16"):
             OpenVINOBackend(*exported[0][fmt], precision="bf16")
-        pytest.skip(reason)
+        not_this_machine(reason)
     pairs, spd, spgm = exported
     backend = OpenVINOBackend(*pairs[fmt], precision="bf16")
     assert backend.name == f"openvino ({fmt}, bf16)"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from requirements import needs_tool, not_this_machine, unavailable
 
 from spgim.aoti_build import aoti_compiler_missing
 from spgim.errors import SpgimError
@@ -31,7 +32,7 @@ from spgim.train.config import get_config
 from spgim.train.models import attention_impl, build_model, guide_channels
 
 # Tests that use a compiled pair are marked slow (the two shared compiles take minutes); the others are not.
-needs_compiler = pytest.mark.skipif(aoti_compiler_missing() is not None, reason=aoti_compiler_missing() or "")
+needs_compiler = needs_tool(aoti_compiler_missing())
 
 EXPORT_HW = (128, 128)
 MIN_HW, MAX_HW = (64, 64), (512, 512)  # the shared live export's range
@@ -67,7 +68,7 @@ def _export_pair(folder: Path, precision: str, *, dynamic: bool) -> dict[str, An
 @pytest.fixture(scope="module")
 def fp32_pair(live_export: tuple[Path, torch.nn.Module, torch.nn.Module]) -> dict[str, Any]:
     if aoti_compiler_missing() is not None:
-        pytest.skip(aoti_compiler_missing() or "")
+        unavailable(aoti_compiler_missing() or "")
     folder, spd, spgm = live_export
     spd_package, spgm_package = select_pair(load_artifacts(folder), "pt2", "fp32")
     return {"spd": spd, "spgm": spgm, "artifacts": {"spd": spd_package, "spgm": spgm_package}}
@@ -76,7 +77,7 @@ def fp32_pair(live_export: tuple[Path, torch.nn.Module, torch.nn.Module]) -> dic
 @pytest.fixture(scope="module")
 def bf16_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if aoti_compiler_missing() is not None:
-        pytest.skip(aoti_compiler_missing() or "")
+        unavailable(aoti_compiler_missing() or "")
     return _export_pair(tmp_path_factory.mktemp("pt2-bf16"), "bf16", dynamic=False)
 
 
@@ -204,7 +205,7 @@ def test_package_for_another_cpu_is_refused(fp32_pair: dict[str, Any]) -> None:
     have = {name for name, present in cpu_facts()["flags"].items() if present}
     missing = sorted({"avx512f", "amx_bf16"} - have)
     if not missing:
-        pytest.skip("this CPU has every flag the test could fake as missing")
+        not_this_machine("this CPU has every flag the test could fake as missing")
     spd = fp32_pair["artifacts"]["spd"]
     foreign = Artifact(
         "spd", "pt2", "fp32", spd.path, {**spd.sidecar, "cpu_flags": [*spd.sidecar["cpu_flags"], *missing]}
@@ -248,7 +249,7 @@ def test_missing_compiler_is_one_line_hint(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_compiler_found_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("g++") is None:
-        pytest.skip("no g++ here")
+        unavailable("no g++ here")
     monkeypatch.delenv("CXX", raising=False)
     assert aoti_compiler_missing() is None
 

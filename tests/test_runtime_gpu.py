@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from requirements import needs_hardware, not_this_machine
 from test_runtime import _export, _frames
 
 from spgim.cli import main
@@ -41,8 +42,7 @@ GPU_BACKENDS = ("tensorrt", "onnxruntime-trt", "onnxruntime-cuda", "torchscript-
 
 
 def needs(backend: str) -> pytest.MarkDecorator:
-    reason = unavailable_reason(backend)
-    return pytest.mark.skipif(reason is not None, reason=reason or "")
+    return needs_hardware(unavailable_reason(backend))
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_the_plugin_library_is_never_taken_from_an_export_folder(
 @pytest.mark.parametrize("backend", ["onnxruntime-cuda", "onnxruntime-trt"])
 def test_onnxruntime_gpu_backends_are_refused_without_their_provider(exported: tuple, backend: str) -> None:
     if unavailable_reason(backend) is None:
-        pytest.skip(f"{backend} can run here")
+        not_this_machine(f"{backend} can run here")
     message = rf"^{backend} needs onnxruntime-gpu and a CUDA GPU; available providers: .*CPUExecutionProvider"
     with pytest.raises(SpgimError, match=message):
         Matter(exported[0], backend=backend)
@@ -166,7 +166,7 @@ def test_onnxruntime_gpu_backends_are_refused_without_their_provider(exported: t
 
 def test_torchscript_cuda_is_refused_without_cuda(exported: tuple) -> None:
     if torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
+        not_this_machine("CUDA is available here")
     with pytest.raises(SpgimError, match="torchscript-cuda needs a CUDA GPU"):
         Matter(exported[0], backend="torchscript-cuda")
 
@@ -278,11 +278,11 @@ def test_gpu_backends_match_eager(exported: tuple, backend: str, precision: str,
 def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
     reason = unavailable_reason("tensorrt")
     if reason is not None:
-        pytest.skip(reason)
+        not_this_machine(reason)
     try:
         find_plugin_library()
     except SpgimError as error:
-        pytest.skip(str(error))
+        not_this_machine(str(error))  # the plugin builds only against TensorRT's headers and libraries
     return _export(tmp_path_factory.mktemp("engines"), seed=0, formats="onnx,onnx-trt,engine")
 
 

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from model_pairs import export_pair, export_tiny, random_pair
+from requirements import needs_tool
 
 from spgim.aoti_build import aoti_compiler_missing
 from spgim.cli import main
@@ -396,7 +397,7 @@ def test_trt_profile_and_spec_of_the_frame() -> None:
 # --- (d): AOTInductor --------------------------------------------------------------------------------------------
 
 
-needs_compiler = pytest.mark.skipif(aoti_compiler_missing() is not None, reason=aoti_compiler_missing() or "")
+needs_compiler = needs_tool(aoti_compiler_missing())
 
 
 @needs_compiler
