@@ -1,7 +1,7 @@
 """A random-weight SPD/SPGM pair of a configuration, saved as checkpoints and exported with ``spgim export``.
 
 Benchmarks of speed and memory need the model's shapes, not trained weights; this makes the export that
-the README's paper-config figures are measured on:
+the paper-config figures of docs/benchmarks.md are measured on:
 
     .venv/bin/python scripts/random_export.py --config paper --out /tmp/paper \\
         --formats torchscript,onnx,openvino,pt2 --precision fp32 --size 512x512 --max-size 1280x1280

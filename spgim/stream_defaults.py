@@ -36,7 +36,7 @@ class StreamDefaults:
 
     work_size: int = 512
     keyframe_interval: int = 0
-    # Reference clips, shipped live pair, K = 8 (README): hard switch dtSSD 9.51 MAE 0.0875; over 4 frames
+    # Reference clips, shipped live pair, K = 8 (docs/notebook.md): hard switch dtSSD 9.51 MAE 0.0875; over 4 frames
     # 8.64 / 0.0897; over 8 frames 8.41 / 0.0929.
     keyframe_ramp: int = 4
     smoothing: float = 0.0

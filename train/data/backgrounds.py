@@ -65,7 +65,7 @@ def load_photo(name: str) -> U8:
 # Mostly photos: the objects wear the textures' own patterns (stripes, checkers, noise), so over a
 # texture "the object" is told apart by its outline alone. With half the backgrounds textures, the
 # live SPD was no better than predicting nothing after 750 steps; photos only: 0.42 of that loss after
-# 200 steps and half the demo clip's object found (see the reference run in the README).
+# 200 steps and half the demo clip's object found (see the reference runs in docs/notebook.md).
 PHOTO_FRACTION = 0.85
 
 
