@@ -14,6 +14,8 @@ import pytest
 from spgim.train.config import get_config
 from spgim.train.summary import model_summary
 
+pytestmark = pytest.mark.slow  # the whole demo: trains, evaluates and mattes
+
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 
 

@@ -22,6 +22,8 @@ from spgim.errors import SpgimError
 from spgim.runtime.artifacts import ChangedArtifactError, load_artifacts, verify_files
 from spgim.runtime.matting import Matter
 
+pytestmark = pytest.mark.slow  # exports every format once
+
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 
 

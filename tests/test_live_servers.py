@@ -29,6 +29,8 @@ from spgim.streaming.publish import PublishedStream, is_destination
 from spgim.streaming.sources import PyAVSource, open_source
 from spgim.streaming.srt import parse_srt_url
 
+pytestmark = pytest.mark.slow  # real servers and outages
+
 OUTAGE_S = 3.0
 
 

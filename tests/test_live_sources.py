@@ -37,6 +37,8 @@ from spgim.streaming.job import matte_video
 from spgim.streaming.options import Outputs, SourceOptions
 from spgim.streaming.sources import PyAVSource, open_source
 
+pytestmark = pytest.mark.slow  # real servers and outages
+
 LONG_GOP = ("-g", "250")  # after Publisher's own -g: ffmpeg takes the last; a keyframe every 10 s at 25 fps
 GOP_S = 10.0
 OUTAGE_S = 3.0

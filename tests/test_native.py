@@ -24,6 +24,8 @@ from requirements import not_this_machine, unavailable
 from spgim import tst_op, tst_reference
 from spgim.train.models.attention import attention_matmul
 
+pytestmark = pytest.mark.slow  # compiles the C++ reference, the kernels and the plugin
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "native"
 CUDA_CHECK_LIB = BUILD / "libtst_attention_cuda_check.so"

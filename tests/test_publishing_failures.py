@@ -27,6 +27,8 @@ from streaming_util import probe
 from spgim.streaming.job import matte_video
 from spgim.streaming.options import Outputs
 
+pytestmark = pytest.mark.slow  # real servers and outages
+
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 
 

@@ -45,6 +45,7 @@ def _count_measurements(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str,
     return calls
 
 
+@pytest.mark.slow
 def test_ranking_is_cached_reused_and_invalidated(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,6 +270,7 @@ def _nest_deeply(data: dict[str, Any]) -> str:
     return json.dumps({"format": "spgim-ranking", "entries": {key: "@"}}).replace('"@"', "[" * 100_000 + "]" * 100_000)
 
 
+@pytest.mark.slow
 def test_a_cache_of_the_wrong_shape_is_measured_again_with_a_note(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

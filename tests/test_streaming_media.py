@@ -32,6 +32,7 @@ AT_128 = MattingOptions(work_size=128)  # the tiny export's working size in thes
         ("kphotoalbum", "demo/movie.avi", ".mkv", "pcm_u8"),
     ],
 )
+@pytest.mark.slow
 def test_debian_clips_keep_frames_timestamps_size_and_audio(
     model: Path, tmp_path: Path, package: str, member: str, suffix: str, audio: str
 ) -> None:
@@ -146,6 +147,7 @@ def test_live_source_gives_up_after_the_limit_and_keeps_the_output(model: Path, 
     assert len(probe(tmp_path / "live.mp4").times) > 0
 
 
+@pytest.mark.slow
 def test_a_stalled_live_source_is_reopened_within_seconds(model: Path, tmp_path: Path) -> None:
     """The sender freezes for 3 s with its connection open (SIGSTOP): no frame, no EOF, no error from the socket."""
     clip = make_clip(tmp_path / "src.mp4", size=(160, 96), frames=250, fps=25)

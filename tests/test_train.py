@@ -26,6 +26,8 @@ from spgim.train.models import build_model, saliency_target
 from spgim.train.recipes import get_recipe
 from spgim.train.stages import SPGMStage, _warp, load_branch_weights
 
+pytestmark = pytest.mark.slow  # whole training runs
+
 BIN = Path(sys.executable).parent
 SMALL = ["--config", "tiny", "--workers", "0", "--crop", "64", "--bg-per-fg", "2", "--batch-size", "4"]
 
@@ -308,7 +310,6 @@ def test_ctrl_c_saves_a_resumable_checkpoint_mid_epoch(data: Path, runs: Path, t
     assert resumed[done]["loss"] == pytest.approx(whole[done]["loss"], rel=1e-6, abs=1e-7)
 
 
-@pytest.mark.slow
 def test_torchrun_two_processes_train_one_spgm_epoch(data: Path, runs: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     argv = [

@@ -23,6 +23,8 @@ from spgim.streaming.job import matte_video
 from spgim.streaming.options import Outputs, SourceOptions
 from spgim.streaming.urls import redact, scrub
 
+pytestmark = pytest.mark.slow  # real servers and time-outs
+
 SPGIM = str(Path(sys.executable).with_name("spgim"))
 SECRETS = ("hunter2pass", "streamKEY123secret", "tok3nSECRET1", "0123456789secret", "alice")
 
