@@ -94,6 +94,11 @@ class KeyframeScheduler:
         self.correction: Any = None  # the last keyframe's alpha minus propagation's, while it is phased in
         self.ramp_left = 0
 
+    def restart(self) -> None:
+        """A new stream on the same model: forget the features and count keyframes from zero."""
+        self.reset()
+        self.stats = KeyframeStats()
+
     def __call__(self, image: Any) -> Any:
         """Alpha ``(N, 1, h, w)`` float32 for images ``(N, 3, h, w)`` in [0, 1], frames in stream order."""
         if self.policy.interval == 0:

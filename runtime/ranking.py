@@ -176,25 +176,26 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_cache(path: Path, key: str, entry: dict[str, Any]) -> bool:
-    """Put ``entry`` first in the cache file, keeping the other entries that still fit; False where it cannot."""
+    """Put ``entry`` first in the cache file, keeping the other entries that still fit; False where it cannot.
+
+    The caller holds :func:`_locked` on ``path``; the write is a rename, so a reader never sees half a file."""
     temporary = None
     try:
-        with _locked(path):
-            data, _ = _read_cache(path)  # again, under the lock: another job may have written since
-            others = {k: v for k, v in data["entries"].items() if k != key and _cached_trials(v)[1] is None}
-            data = {"format": "spgim-ranking", "entries": dict(list({key: entry, **others}.items())[:KEPT_ENTRIES])}
-            try:
-                text = json.dumps(data, indent=2) + "\n"
-            except RecursionError:  # another entry nests about as deep as json reads: write this one alone
-                text = json.dumps({**data, "entries": {key: entry}}, indent=2) + "\n"
-            # A fresh name, created exclusively, then renamed over the cache: a symlink planted at a fixed
-            # temporary name (or at the cache itself) is never written through.
-            descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(descriptor, "w") as handle:
-                os.fchmod(handle.fileno(), 0o644)
-                handle.write(text)
-            os.replace(temporary, path)
-            temporary = None
+        data, _ = _read_cache(path)  # again, under the lock: another job may have written since
+        others = {k: v for k, v in data["entries"].items() if k != key and _cached_trials(v)[1] is None}
+        data = {"format": "spgim-ranking", "entries": dict(list({key: entry, **others}.items())[:KEPT_ENTRIES])}
+        try:
+            text = json.dumps(data, indent=2) + "\n"
+        except RecursionError:  # another entry nests about as deep as json reads: write this one alone
+            text = json.dumps({**data, "entries": {key: entry}}, indent=2) + "\n"
+        # A fresh name, created exclusively, then renamed over the cache: a symlink planted at a fixed
+        # temporary name (or at the cache itself) is never written through.
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(descriptor, "w") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(text)
+        os.replace(temporary, path)
+        temporary = None
     except OSError:
         return False
     finally:
@@ -379,21 +380,55 @@ def rank(
     folder = Path(model_dir)
     key = ranking_key(folder, artifacts, work_hw, options)
     path = folder / RANKING_FILE
+    known, note = _known_trials(path, key)
+    if not _missing(candidates, known):
+        return Ranking([known[item] for item in candidates], path, reused=True)
+    try:
+        # Measured under the cache's lock: jobs that open a fresh folder at once (a batch's workers on one node,
+        # or on nodes of one type sharing the folder) wait for the first one's ranking instead of each timing
+        # every backend while the others load the same cores.
+        with _locked(path):
+            known, note = _known_trials(path, key)
+            missing = _missing(candidates, known)
+            if not missing:
+                return Ranking([known[item] for item in candidates], path, reused=True)
+            saved = _measure_and_save(path, key, known, missing, artifacts, work_hw, options)
+    except OSError:  # a lock that cannot be taken (a read-only folder, a planted symlink): measured, not cached
+        for trial in measure_candidates(artifacts, _missing(candidates, known), work_hw, options):
+            known[(trial.backend, trial.precision)] = trial
+        saved = False
+    return Ranking([known[item] for item in candidates], path if saved else None, reused=False, note=note)
+
+
+def _known_trials(path: Path, key: str) -> tuple[dict[tuple[str, str], Trial], str | None]:
+    """The cached trials under ``key`` and, where the cache could not be used, a note saying why."""
     data, fault = _read_cache(path)
     known, entry_fault = _cached_trials(data["entries"].get(key))
     fault = fault or entry_fault
-    note = f"cached ranking ignored, {fault}: measured again" if fault else None
+    return known, f"cached ranking ignored, {fault}: measured again" if fault else None
+
+
+def _missing(candidates: list[tuple[str, str]], known: dict[tuple[str, str], Trial]) -> list[tuple[str, str]]:
     now = time.time()
-    missing = [item for item in candidates if item not in known or known[item].expired(now)]
-    if missing:
-        for trial in measure_candidates(artifacts, missing, work_hw, options):
-            known[(trial.backend, trial.precision)] = trial
-        entry = {
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"cpu": cpu_facts(), "gpus": gpu_names(), "libraries": library_versions()},
-            "work_hw": list(work_hw),
-            "trials": [asdict(t) for t in known.values()],
-        }
-        saved = _write_cache(path, key, entry)
-        return Ranking([known[item] for item in candidates], path if saved else None, reused=False, note=note)
-    return Ranking([known[item] for item in candidates], path, reused=True)
+    return [item for item in candidates if item not in known or known[item].expired(now)]
+
+
+def _measure_and_save(
+    path: Path,
+    key: str,
+    known: dict[tuple[str, str], Trial],
+    missing: list[tuple[str, str]],
+    artifacts: list[Artifact],
+    work_hw: tuple[int, int],
+    options: BackendOptions,
+) -> bool:
+    """Measure ``missing`` into ``known`` and write the entry (the caller holds the cache's lock)."""
+    for trial in measure_candidates(artifacts, missing, work_hw, options):
+        known[(trial.backend, trial.precision)] = trial
+    entry = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpu": cpu_facts(), "gpus": gpu_names(), "libraries": library_versions()},
+        "work_hw": list(work_hw),
+        "trials": [asdict(t) for t in known.values()],
+    }
+    return _write_cache(path, key, entry)

@@ -32,6 +32,7 @@ from .sources import open_source
 from .urls import redact
 
 LIVE_REPORT_EVERY_S = 10.0
+STOP_POLL_S = 0.2  # how often a job looks at its stop event
 
 
 @dataclass
@@ -86,24 +87,38 @@ def _stderr(message: str) -> None:
 
 
 @contextmanager
-def _signals_interrupt(pipeline: Pipeline) -> Iterator[None]:
-    """Ctrl-C and SIGTERM call :meth:`Pipeline.interrupt` while it runs (only the main thread may install handlers).
+def _signals_interrupt(pipeline: Pipeline, stop: threading.Event | None = None) -> Iterator[None]:
+    """Ctrl-C and SIGTERM call :meth:`Pipeline.interrupt` while it runs (only the main thread may install handlers),
+    and so does ``stop`` being set from another thread.
 
     The handlers raise nothing: an exception could land in the middle of finishing a file.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    finished = threading.Event()
+    if stop is not None:
 
-    def interrupt(signum: int, frame: Any) -> None:
-        pipeline.interrupt()
+        def watch() -> None:
+            while not finished.is_set():
+                if stop.wait(STOP_POLL_S):
+                    pipeline.interrupt()
+                    return
 
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+        threading.Thread(target=watch, name="spgim-stop", daemon=True).start()
     try:
-        yield
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def interrupt(signum: int, frame: Any) -> None:
+            pipeline.interrupt()
+
+        previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        finished.set()
 
 
 def matte_video(
@@ -119,6 +134,7 @@ def matte_video(
     preview: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
+    stop: threading.Event | None = None,
 ) -> MatteResult:
     """Matte ``source`` with the exported model in ``model`` into ``outputs``.
 
@@ -127,7 +143,9 @@ def matte_video(
         outputs: the composite (one or several), the alpha and the foreground to write, and the composite's
             background; a composite or alpha may go to rtmp://, rtsp://, srt:// or udp:// URLs: published live
             (see :mod:`spgim.streaming.publish`), a recorded input then read at its own pace.
-        model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``).
+        model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``, or a
+            :class:`~spgim.runtime.matting.Matter` already open, as a batch worker reuses one: its keyframe state
+            starts again for this input).
         engine: which engine runs the model, its threads, and frames per call (``batch`` applies to ``matter`` too).
         matting: working size, keyframes, smoothing and upsampling; None values are the export's.
         reading: live or not, the part of a file to matte, and a live source's reconnects and time-outs.
@@ -135,6 +153,7 @@ def matte_video(
         preview: show the composite in a window.
         progress: a progress bar for recorded input on a terminal.
         log: where notes and live reports go (default: stderr).
+        stop: set from another thread to end the job as Ctrl-C does (a batch worker stopping a live stream).
 
     Returns:
         The counts, timing and notes; ``interrupted`` is set after Ctrl-C or SIGTERM.
@@ -162,6 +181,10 @@ def matte_video(
         scheduler = runtime.scheduler
         if engine.backend == "auto" or engine.precision == "auto":
             log(runtime.selection)
+    elif callable(getattr(getattr(matter, "scheduler", None), "restart", None)):  # a Matter reused for this input
+        scheduler = getattr(matter, "scheduler")  # noqa: B009 (matter is typed as any callable)
+        scheduler.restart()
+        backend_name, device = getattr(matter, "backend_name", "custom"), getattr(matter, "device", "cpu")
     show = _preview() if preview else None
 
     spec = str(source)
@@ -238,7 +261,7 @@ def matte_video(
         pipeline = Pipeline(opened, matter, plan)
         error = None
         try:
-            with _signals_interrupt(pipeline):
+            with _signals_interrupt(pipeline, stop):
                 pipeline.run()  # from here on the pipeline's threads close the source, background and outputs
         except SpgimError as failure:
             error = failure

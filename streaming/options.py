@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spgim.runtime.matting import Matter
 
 Destination = str | Path
+BACKGROUND = flag("--background", "behind the composite: green (default), #RRGGBB, an image or a video (looped)")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,7 @@ class Outputs(OptionGroup):
         default=None,
         metadata=flag("--foreground", "foreground with alpha: .mov ProRes 4444, .webm VP9, or a PNG folder"),
     )
-    background: str = field(
-        default="green",
-        metadata=flag("--background", "behind the composite: green (default), #RRGGBB, an image or a video (looped)"),
-    )
+    background: str = field(default="green", metadata=BACKGROUND)
 
     def __post_init__(self) -> None:
         if isinstance(self.composite, (str, Path)):
