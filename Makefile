@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*/*.cpp csrc/*/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -18,12 +18,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spgim train export runtime streaming
+	$(BIN)/mypy spgim train export runtime streaming cluster
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
-# The suite without the tests marked slow (AOTInductor compiles, whole training runs, wheel builds): minutes, not tens.
+# The suite without the tests marked slow (AOTInductor compiles, training runs, real servers and outages, Ray
+# clusters, the demo, wheel builds): minutes, not tens.
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow"
 

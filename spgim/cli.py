@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "spgim.export.commands",
     "spgim.streaming.commands",
     "spgim.streaming.bench_command",
+    "spgim.cluster.commands",
     "spgim.demo",
 )
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from spgim.cli import main
+from spgim.cluster.options import BatchOutputs, ClusterOptions
 from spgim.errors import SpgimError
 from spgim.option_groups import OptionGroup
 from spgim.stream_defaults import StreamDefaults
@@ -60,6 +61,16 @@ EVERY_FLAG: list[tuple[type[OptionGroup], str, Any]] = [
         SourceOptions(True, 90.0, 2.5, reconnects=2, stall_timeout=4.0, startup_timeout=9.0, rtsp_transport="tcp"),
     ),
     (EncodeOptions, "--codec h265 --quality 70 --preset fast", EncodeOptions("h265", 70, "fast")),
+    (
+        BatchOutputs,
+        "--composite webm --alpha png --foreground mov --background #00ff00",
+        BatchOutputs(composite="webm", alpha="png", foreground="mov", background="#00ff00"),
+    ),
+    (
+        ClusterOptions,
+        "--ray 10.0.0.5:6379 --cpus-per-job 1 --retries 0 --no-resume",
+        ClusterOptions(ray="10.0.0.5:6379", cpus_per_job=1, retries=0, rerun=True),
+    ),
 ]
 
 
@@ -190,6 +201,11 @@ BAD_VALUES = [
     *(("eval", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_UPSAMPLING),
     *(("bench", *bad) for bad in BAD_MATTING),
     ("bench", "--video-duration soon", "--video-duration must be a time (seconds, M:SS or H:MM:SS), got 'soon'"),
+    *(("batch", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_SOURCE + BAD_UPSAMPLING),
+    ("batch", "--alpha gif", "--alpha must be one of mp4, mkv, mov, webm, png, got 'gif'"),
+    ("batch", "--composite none", "nothing to write: --composite none needs --alpha or --foreground"),
+    ("batch", "--cpus-per-job 0", "--cpus-per-job must be at least 1, got 0"),
+    ("batch", "--retries many", "--retries must be a whole number, got 'many'"),
 ]
 
 
@@ -203,6 +219,7 @@ def test_a_bad_option_value_is_one_line_before_any_work(
         "matte": ["matte", "clip.mp4", "--model", missing, "--output", str(tmp_path / "o.mp4")],
         "bench": ["bench", "--model", missing, "--video", "clip.mp4"],
         "eval": ["eval", "--video", "clip.mp4", "--truth", "a.mkv", "--model", missing],
+        "batch": ["batch", "clip.mp4", "--model", missing, "--out", str(tmp_path / "out")],
     }
     assert main([*commands[command], *argv.split()]) != 0
     assert capsys.readouterr().err == f"spgim {command}: error: {message}\n"

@@ -1,4 +1,4 @@
-"""The four stage folders install as spgim.<stage>, editable and from a built wheel alike."""
+"""The stage folders install as spgim.<stage>, editable and from a built wheel alike."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import spgim
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train", "export", "runtime", "streaming")
+STAGES = ("train", "export", "runtime", "streaming", "cluster")
 
 
 def _source_packages() -> dict[str, Path]:
@@ -37,6 +37,7 @@ def test_every_source_package_is_declared_in_pyproject() -> None:
 
 
 def test_editable_install_maps_stages_to_top_level_folders() -> None:
+    import spgim.cluster
     import spgim.export
     import spgim.runtime
     import spgim.streaming
@@ -47,6 +48,7 @@ def test_editable_install_maps_stages_to_top_level_folders() -> None:
         (spgim.export, "export"),
         (spgim.runtime, "runtime"),
         (spgim.streaming, "streaming"),
+        (spgim.cluster, "cluster"),
     ):
         assert Path(module.__file__ or "").resolve() == ROOT / stage / "__init__.py"
 
@@ -106,8 +108,8 @@ def test_the_shared_ground_imports_no_stage() -> None:
 
 
 def test_runtime_and_streaming_import_only_what_is_below_them() -> None:
-    """runtime imports no other stage; streaming only runtime."""
-    for stage, allowed in (("runtime", set()), ("streaming", {"runtime"})):
+    """runtime imports no other stage; streaming only runtime; cluster only streaming and runtime."""
+    for stage, allowed in (("runtime", set()), ("streaming", {"runtime"}), ("cluster", {"streaming", "runtime"})):
         found = _stage_imports(ROOT / stage, f"spgim.{stage}")
         offenders = {path: stages - allowed for path, stages in found.items() if stages - allowed}
         assert not offenders, offenders
