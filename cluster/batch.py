@@ -247,7 +247,6 @@ def _run_on_ray(
         except KeyboardInterrupt:
             log(f"spgim batch: stopping {len(pending)} jobs; their outputs are finalised (up to {STOP_WAIT_S:.0f} s)")
             waiter.stopping = True
-            summary.interrupted.extend(job.spec.item.shown for job in pending.values())
             for ref, job in pending.items():
                 if job.actor is not None:
                     job.actor.stop.remote()
@@ -255,6 +254,7 @@ def _run_on_ray(
                     ray.cancel(ref)
             with contextlib.suppress(KeyboardInterrupt):
                 waiter.collect(until=time.monotonic() + STOP_WAIT_S)
+            summary.interrupted.extend(job.spec.item.shown for job in pending.values())  # no answer in time
     finally:
         if bar is not None:
             bar.close()
@@ -331,11 +331,24 @@ class _Waiter:
                 self.later.append((now + RESUBMIT_S, job))
                 return
             record = self._lost(spec, error, lost_reason)
-        except Exception as error:  # Ray gave up: the worker or node was lost more than --retries times
-            record = self._lost(spec, error, lost_reason)
+        except Exception as error:
+            # Stopping: cancelled by Ctrl-C before it ran (a running job returns its own record). Otherwise Ray
+            # gave up: the worker or node was lost more than --retries times.
+            record = self._stopped(spec) if self.stopping else self._lost(spec, error, lost_reason)
         _account(record, spec.item, self.summary, self.log)
         if self.bar is not None:
             self.bar.update(1)
+
+    def _stopped(self, spec: JobSpec) -> dict[str, Any]:
+        record = {
+            "run": spec.run,
+            "key": spec.item.key,
+            "input": spec.item.shown,
+            "status": "interrupted",
+            "reason": "stopped before it ran",
+        }
+        self.ledger.append(record)
+        return record
 
     def _lost(self, spec: JobSpec, error: BaseException, reason: Callable[[BaseException], str]) -> dict[str, Any]:
         record = {
@@ -350,28 +363,22 @@ class _Waiter:
 
 
 def _account(record: dict[str, Any], item: BatchInput, summary: BatchSummary, log: Callable[[str], None]) -> None:
+    """Count one input's final record in the summary and say it in one line."""
     status = record.get("status")
     frames = int(record.get("frames_out") or 0)
     summary.frames += frames
-    if item.shown in summary.interrupted and status == "done" and not item.live:
-        summary.interrupted.remove(item.shown)  # it finished before the stop reached it
     if status == "done":
-        if item.shown not in summary.done:
-            summary.done.append(item.shown)
-        if item.shown in summary.interrupted:
-            summary.interrupted.remove(item.shown)
+        summary.done.append(item.shown)
         fps = record.get("fps")
         rate = f", {fps} frames/s" if fps else ""
         log(f"spgim batch: done: {item.shown} ({frames} frames in {record.get('seconds', 0):.1f} s{rate})")
     elif status == "failed":
         summary.failed[item.shown] = str(record.get("reason"))
-        if item.shown in summary.interrupted:
-            summary.interrupted.remove(item.shown)
         log(f"spgim batch: failed: {item.shown}: {record.get('reason')}")
     else:
-        if item.shown not in summary.interrupted:
-            summary.interrupted.append(item.shown)
-        log(f"spgim batch: interrupted: {item.shown} ({frames} frames kept, finalised)")
+        summary.interrupted.append(item.shown)
+        kept = f"{frames} frames kept, finalised" if frames else "nothing written"
+        log(f"spgim batch: interrupted: {item.shown} ({kept})")
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:

@@ -19,7 +19,8 @@ EXAMPLE = """example:
 INPUT: a video file, a folder (its videos, recursively), a glob, a .txt/.list file of paths and URLs (one per
 line), a network URL or a webcam index. Outputs are named after the inputs (a/x.mp4 and b/x.mp4 become a_x.mp4
 and b_x.mp4); a live input is recorded in segments (x.part001.mkv, ...). The ledger spgim-batch.jsonl in --out
-records every input's attempts; a rerun skips what is done. Exit status: 0 all done, 1 any failed, 130 stopped."""
+records every input's attempts; a rerun skips what is done. Exit status: 0 all done (a live input without
+--duration is done when Ctrl-C stops it), 1 any failed, 130 a recorded input stopped part-way."""
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -150,8 +150,6 @@ def _begin(spec: JobSpec, node: str, ledger: Ledger) -> tuple[dict[str, Any], in
 def run_file(spec: JobSpec, node: str) -> dict[str, Any]:
     """Matte one recorded input; the ledger's final record for it (done, failed or interrupted)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see spgim.streaming.commands
-    from spgim.streaming.job import matte_video
-
     ledger = Ledger(spec.folder)
     base, attempt = _begin(spec, node, ledger)
     finals = spec.outputs.paths(spec.item, spec.folder)
@@ -164,21 +162,9 @@ def run_file(spec: JobSpec, node: str) -> dict[str, Any]:
     record: dict[str, Any] = {**base, "attempt": attempt}
     loaded = False
     try:
-        matter, loaded = worker_matter(spec.model, spec.engine, spec.matting)
+        result, loaded, selection = _matte(spec, temporary, spec.reading)
         if loaded:
-            record["selection"] = getattr(matter, "selection", None)  # how the backend was chosen (auto: ranked)
-        notes: list[str] = []
-        result = matte_video(
-            spec.item.source,
-            spec.outputs.outputs(temporary),
-            matter=matter,
-            engine=spec.engine,
-            matting=spec.matting,
-            reading=spec.reading,
-            encoding=spec.encoding,
-            progress=False,
-            log=notes.append,
-        )
+            record["selection"] = selection  # how the backend was chosen (auto: ranked)
     except SpgimError as error:
         record.update(status="failed", reason=str(error))
         kept = _keep_incomplete(temporary, finals)
@@ -204,6 +190,8 @@ def run_file(spec: JobSpec, node: str) -> dict[str, Any]:
                 move(temporary[kind], final)
                 remove(incomplete_path(final))
             record.update(status="done", outputs=_describe(spec.folder, finals))
+            if result.notes:
+                record["notes"] = result.notes
     finally:
         for path in temporary.values():
             remove(path)
@@ -213,6 +201,29 @@ def run_file(spec: JobSpec, node: str) -> dict[str, Any]:
         record["fps"] = round(record["frames_out"] / seconds, 2) if seconds > 0 else None
     ledger.append(record)
     return record
+
+
+def _matte(
+    spec: JobSpec, outputs: dict[str, Path], reading: SourceOptions, stop: threading.Event | None = None
+) -> tuple[Any, bool, str | None]:
+    """Run ``spec``'s input into ``outputs`` on this worker's model: the result, whether this call opened the
+    model, and how its backend was chosen."""
+    from spgim.streaming.job import matte_video
+
+    matter, loaded = worker_matter(spec.model, spec.engine, spec.matting)
+    result = matte_video(
+        spec.item.source,
+        spec.outputs.outputs(outputs),
+        matter=matter,
+        engine=spec.engine,
+        matting=spec.matting,
+        reading=reading,
+        encoding=spec.encoding,
+        progress=False,
+        log=lambda line: None,  # the job's notes come back in its result
+        stop=stop,
+    )
+    return result, loaded, getattr(matter, "selection", None)
 
 
 def _keep_incomplete(temporary: dict[str, Path], finals: dict[str, Path]) -> dict[str, Path]:
@@ -240,8 +251,6 @@ class StreamWorker:
     def run(self, spec: JobSpec, node: str) -> dict[str, Any]:
         """Record ``spec``'s live input until its duration is over or :meth:`stop`; the final ledger record."""
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        from spgim.streaming.job import matte_video
-
         ledger = Ledger(spec.folder)
         base, attempt = _begin(spec, node, ledger)
         history = ledger.of_run(spec.run, spec.item.key)
@@ -264,19 +273,7 @@ class StreamWorker:
         finals = spec.outputs.paths(spec.item, spec.folder, segment)
         temporary = {kind: partial_path(final, f"a{attempt}") for kind, final in finals.items()}
         try:
-            matter, loaded = worker_matter(spec.model, spec.engine, spec.matting)
-            result = matte_video(
-                spec.item.source,
-                spec.outputs.outputs(temporary),
-                matter=matter,
-                engine=spec.engine,
-                matting=spec.matting,
-                reading=reading,
-                encoding=spec.encoding,
-                progress=False,
-                log=lambda line: None,
-                stop=self._stop,
-            )
+            result, loaded, _ = _matte(spec, temporary, reading, self._stop)
         except SpgimError as error:
             record.update(status="failed", reason=str(error))
             result = None
