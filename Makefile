@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*/*.cpp csrc/*/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster,serve]'
+	$(BIN)/python -m pip install --quiet --no-deps nvidia-pytriton==0.7.0  # its tritonserver only (docs/serving.md)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -18,7 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spgim train export runtime streaming cluster
+	$(BIN)/mypy spgim train export runtime streaming cluster serving
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

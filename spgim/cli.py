@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "spgim.streaming.commands",
     "spgim.streaming.bench_command",
     "spgim.cluster.commands",
+    "spgim.serving.commands",
     "spgim.demo",
 )
 

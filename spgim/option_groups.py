@@ -10,7 +10,7 @@ as text and converted here, and the dataclass checks its values itself: a bad va
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
@@ -78,11 +78,14 @@ class OptionGroup:
     """Base of a frozen dataclass whose fields with :func:`flag` metadata are command-line flags."""
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        """Declare every flag of the group on ``parser`` (or an argument group of one)."""
+    def add_arguments(
+        cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup, only: Collection[str] | None = None
+    ) -> None:
+        """Declare every flag of the group on ``parser`` (or an argument group of one); ``only``: just the flags
+        of these fields (a command that has no use for the others), the others keep their defaults."""
         for item in fields(cls):  # type: ignore[arg-type]
             spec: Flag | None = item.metadata.get("flag")
-            if spec is None:
+            if spec is None or (only is not None and item.name not in only):
                 continue
             default = "" if item.default is None else item.default
             help_text = spec.help.replace("{default}", f"{default:g}" if isinstance(default, float) else str(default))

@@ -15,7 +15,7 @@ import pytest
 import spgim
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train", "export", "runtime", "streaming", "cluster")
+STAGES = ("train", "export", "runtime", "streaming", "cluster", "serving")
 
 
 def _source_packages() -> dict[str, Path]:
@@ -40,6 +40,7 @@ def test_editable_install_maps_stages_to_top_level_folders() -> None:
     import spgim.cluster
     import spgim.export
     import spgim.runtime
+    import spgim.serving
     import spgim.streaming
     import spgim.train
 
@@ -49,6 +50,7 @@ def test_editable_install_maps_stages_to_top_level_folders() -> None:
         (spgim.runtime, "runtime"),
         (spgim.streaming, "streaming"),
         (spgim.cluster, "cluster"),
+        (spgim.serving, "serving"),
     ):
         assert Path(module.__file__ or "").resolve() == ROOT / stage / "__init__.py"
 
@@ -108,8 +110,10 @@ def test_the_shared_ground_imports_no_stage() -> None:
 
 
 def test_runtime_and_streaming_import_only_what_is_below_them() -> None:
-    """runtime imports no other stage; streaming only runtime; cluster only streaming and runtime."""
-    for stage, allowed in (("runtime", set()), ("streaming", {"runtime"}), ("cluster", {"streaming", "runtime"})):
+    """runtime imports no other stage; streaming only runtime; cluster and serving only streaming and runtime."""
+    allowed_below = {"runtime": set(), "streaming": {"runtime"}}
+    allowed_below |= {"cluster": {"streaming", "runtime"}, "serving": {"streaming", "runtime"}}
+    for stage, allowed in allowed_below.items():
         found = _stage_imports(ROOT / stage, f"spgim.{stage}")
         offenders = {path: stages - allowed for path, stages in found.items() if stages - allowed}
         assert not offenders, offenders
