@@ -79,6 +79,7 @@ class Matter:
         device: ``"cpu"`` or ``"cuda:N"``, where the backend runs and :meth:`alpha_on_device` returns the alpha.
         stream: the export's stream defaults with the caller's values laid over them: what runs.
         scheduler: the keyframe scheduler; ``scheduler.stats`` counts the frames where SPD ran.
+            :meth:`new_stream` makes another one over the same engine, for another stream.
     """
 
     def __init__(
@@ -172,27 +173,39 @@ class Matter:
         check_size(self.spgm_artifact, work_h, work_w)
         return batch, work_h, work_w
 
-    def alpha_on_device(self, frames: np.ndarray) -> Any:
+    def new_stream(self) -> KeyframeScheduler:
+        """A fresh keyframe scheduler over this Matter's engine and policy, for one more stream.
+
+        Pass it as ``scheduler=`` to :meth:`__call__`: streams with their own schedulers share the engine but
+        never each other's cached features (the first frame of each is a keyframe).
+        """
+        return KeyframeScheduler(self.backend, self.scheduler.policy)
+
+    def alpha_on_device(self, frames: np.ndarray, scheduler: KeyframeScheduler | None = None) -> Any:
         """As :meth:`__call__`, but the alpha is a float32 torch tensor on :attr:`device` (no download)."""
         import torch
 
         if self.device == "cpu":
-            return torch.from_numpy(self(frames))
+            return torch.from_numpy(self(frames, scheduler))
         batch, work_h, work_w = self._batch(frames)
+        run = scheduler if scheduler is not None else self.scheduler
         alpha = matte_on_device(
-            cast(DeviceBackend, self.backend), batch, work_h, work_w, run=self.scheduler, upsample=self.upsampler
+            cast(DeviceBackend, self.backend), batch, work_h, work_w, run=run, upsample=self.upsampler
         )
         return alpha if frames.ndim == 4 else alpha[0]
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """Alpha in [0, 1], float32, ``(N, H, W)`` for uint8 frames ``(N, H, W, 3)`` (or one ``(H, W, 3)``)."""
+    def __call__(self, frames: np.ndarray, scheduler: KeyframeScheduler | None = None) -> np.ndarray:
+        """Alpha in [0, 1], float32, ``(N, H, W)`` for uint8 frames ``(N, H, W, 3)`` (or one ``(H, W, 3)``).
+
+        ``scheduler``: the stream these frames belong to (from :meth:`new_stream`); None: :attr:`scheduler`.
+        """
         if self.device != "cpu":
-            return np.asarray(self.alpha_on_device(frames).cpu().numpy(), dtype=np.float32)
+            return np.asarray(self.alpha_on_device(frames, scheduler).cpu().numpy(), dtype=np.float32)
         batch, work_h, work_w = self._batch(frames)
         height, width = batch.shape[1:3]
         resized = np.stack([shrink(f, work_w, work_h) for f in batch])
         image = np.ascontiguousarray(resized.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
-        alpha = self.scheduler(image)
+        alpha = (scheduler if scheduler is not None else self.scheduler)(image)
         # Clipped in place where this call made the array (an upsampler's output, a resize); the scheduler's
         # own alpha is its state for the next frame, so that one is copied.
         owned = self.upsampler is not None

@@ -36,6 +36,8 @@ def _serve(args: argparse.Namespace, server_options: ServerOptions, repository_r
         threads=engine.threads,
         upsampling=matting.upsampling,
         max_batch_size=server_options.max_batch,
+        keyframe_interval=matting.keyframe_interval,
+        sequence_idle_s=server_options.sequence_idle,
     )
     server = TritonServer(
         repository,
@@ -52,7 +54,10 @@ def _serve(args: argparse.Namespace, server_options: ServerOptions, repository_r
         print(f"http {server.http_url}")
         print(f"grpc {server.grpc_url}")
         print(f"metrics {server.metrics_url}")
-        print(f"spgim serve: serving model 'spgim' (Ctrl-C stops); server log {server.log_path}", file=sys.stderr)
+        print(
+            f"spgim serve: serving models 'spgim' and 'spgim_live' (Ctrl-C stops); server log {server.log_path}",
+            file=sys.stderr,
+        )
         sys.stdout.flush()
         while server.running:
             time.sleep(0.5)
@@ -76,7 +81,8 @@ def register(subparsers: Any) -> None:
         help="serve an export folder through a Triton Inference Server",
         description=(
             "Write a Triton model repository for an export folder (model 'spgim': uint8 frames [N,H,W,3] RGB in, "
-            "float32 alpha [N,H,W] out), start tritonserver on it and serve until Ctrl-C or SIGTERM. Every "
+            "float32 alpha [N,H,W] out; model 'spgim_live': one frame [1,H,W,3] per request of a sequence, "
+            "keyframed per sequence), start tritonserver on it and serve until Ctrl-C or SIGTERM. Every "
             "endpoint binds 127.0.0.1 unless --address says otherwise. Needs the server binary: "
             "pip install --no-deps nvidia-pytriton==0.7.0."
         ),
@@ -85,6 +91,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, type=Path, help="spgim export folder")
     EngineOptions.add_arguments(parser, only=("backend", "precision", "threads"))
-    MattingOptions.add_arguments(parser, only=("work_size", "upsampling"))
+    MattingOptions.add_arguments(parser, only=("work_size", "keyframe_interval", "upsampling"))
     ServerOptions.add_arguments(parser)
     parser.set_defaults(handler=_run)

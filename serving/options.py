@@ -21,7 +21,8 @@ class ServerOptions(OptionGroup):
         http_port, grpc_port, metrics_port: the server's ports.
         address: the address every endpoint binds (127.0.0.1 unless asked; 0.0.0.0: every interface).
         instances: model instances (each its own engine).
-        max_batch: the most frames Triton's dynamic batcher gives one model call.
+        max_batch: the most frames Triton's dynamic batcher gives one model call (``spgim_live``: sequences).
+        sequence_idle: seconds after which ``spgim_live`` drops a sequence that sent no frame.
         repository: write the model repository here and keep it (None: a temporary folder).
         tritonserver: the server executable (None: the one of the nvidia-pytriton wheel).
         log: the server's log file (None: in a temporary folder, kept).
@@ -44,6 +45,12 @@ class ServerOptions(OptionGroup):
         default=8,
         metadata=flag(
             "--max-batch", "the most frames the server's batcher gives one model call (default {default})", WHOLE
+        ),
+    )
+    sequence_idle: float = field(
+        default=60.0,
+        metadata=flag(
+            "--sequence-idle", "seconds spgim_live keeps a sequence that sends no frame (default {default})", NUMBER
         ),
     )
     repository: Path | None = field(
@@ -75,5 +82,7 @@ class ServerOptions(OptionGroup):
             raise SpgimError(f"--instances must be at least 1, got {self.instances}")
         if self.max_batch < 1:
             raise SpgimError(f"--max-batch must be at least 1, got {self.max_batch}")
+        if self.sequence_idle <= 0:
+            raise SpgimError(f"--sequence-idle must be more than 0, got {self.sequence_idle:g}")
         if self.ready_timeout <= 0:
             raise SpgimError(f"--ready-timeout must be more than 0, got {self.ready_timeout:g}")

@@ -28,6 +28,11 @@ CLIP_FRAMES = (150, 140, 130, 120, 110, 100)
 SPGIM = [sys.executable, "-m", "spgim"]
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A driver the test stops with SIGINT must not inherit SIG_IGN (a background shell ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ledger(folder: Path) -> list[dict[str, Any]]:
     path = folder / LEDGER_FILE
     if not path.exists():
@@ -217,6 +222,7 @@ def test_a_live_stream_continues_on_another_node_into_a_new_segment(model: Path,
             [*SPGIM, "batch", url, "--model", str(model), "--out", str(out), "--ray", live_cluster.address,
              "--cpus-per-job", "1", "--backend", "onnxruntime", "--work-size", "128"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=live_cluster.env(),
+            preexec_fn=_sigint_as_at_a_terminal,
         )  # fmt: skip
         try:
             host = _wait_for(lambda: _running_on(out, (first, second)), 90, "the stream never started")
@@ -278,6 +284,7 @@ def test_ctrl_c_finalises_the_running_jobs_outputs(
         [*SPGIM, "batch", str(long_clip), str(clips[5]), "--model", str(model), "--out", str(out),
          "--backend", "onnxruntime", "--work-size", "192", "--cpus-per-job", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_sigint_as_at_a_terminal,
     )  # fmt: skip
     try:
         _wait_for(lambda: any(p.stat().st_size > 50000 for p in _partials(out)), 120, "no job got going")
