@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from spgim.streaming.options import EncodeOptions, EngineOptions, MattingOptions, SourceOptions
+from spgim.streaming.options import LOCAL_ENGINE, EncodeOptions, EngineOptions, MattingOptions, SourceOptions
 
 from .options import BatchOutputs, ClusterOptions
 
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", required=True, help="spgim export folder (shared storage on a cluster)")
     parser.add_argument("--out", required=True, help="output folder (shared storage on a cluster)")
     for group in (BatchOutputs, EngineOptions, MattingOptions, EncodeOptions, SourceOptions, ClusterOptions):
-        group.add_arguments(parser)
+        group.add_arguments(parser, only=LOCAL_ENGINE if group is EngineOptions else None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-input lines")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     parser.set_defaults(handler=_run)

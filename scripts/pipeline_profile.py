@@ -37,7 +37,15 @@ from spgim.sizes import working_size
 from spgim.streaming.composite import GREEN, composite
 from spgim.streaming.frames import VideoFrame, VideoInfo
 from spgim.streaming.job import matte_video
-from spgim.streaming.options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
+from spgim.streaming.options import (
+    LOCAL_ENGINE,
+    EncodeOptions,
+    EngineOptions,
+    MattingOptions,
+    Outputs,
+    SourceOptions,
+    open_local_matter,
+)
 from spgim.streaming.outputs import open_output
 
 
@@ -88,7 +96,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     frames = _decode(args.clip, args.frames)
     height, width = frames[0].shape[:2]
     engine, matting = EngineOptions.from_args(args), MattingOptions.from_args(args)
-    matter = open_matter(args.model, engine, matting)
+    matter = open_local_matter(args.model, engine, matting)
     work_h, work_w = working_size(height, width, matter.work_size)
 
     def preprocess() -> int:
@@ -185,7 +193,7 @@ def main() -> int:
     parser.add_argument("--model", required=True, type=Path, help="spgim export folder")
     parser.add_argument("--clip", required=True, type=Path, help="a video file (720p for the live target)")
     parser.add_argument("--frames", type=int, default=120, help="frames per stage (default 120)")
-    EngineOptions.add_arguments(parser)
+    EngineOptions.add_arguments(parser, only=LOCAL_ENGINE)
     MattingOptions.add_arguments(parser)
     parser.add_argument("--job-preset", default="ultrafast", help="x264 preset of the whole job (default ultrafast)")
     parser.add_argument("--presets", default="ultrafast,superfast,veryfast", type=lambda s: s.split(","))

@@ -24,7 +24,7 @@ _CHECKPOINT_FLAGS = {"spd": "--spd", "spgm": "--spgm", "data": "--data"}
 
 def _add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--video`` mode; which flags each mode needs is checked in :func:`_eval`."""
-    from spgim.streaming.options import EngineOptions, MattingOptions
+    from spgim.streaming.options import LOCAL_ENGINE, EngineOptions, MattingOptions
 
     video = parser.add_argument_group("video evaluation (instead of --spd/--spgm/--data)")
     video.add_argument("--video", type=Path, metavar="CLIP", help="the clip to matte with --model")
@@ -37,7 +37,7 @@ def _add_video_arguments(parser: argparse.ArgumentParser) -> None:
     )
     video.add_argument("--json", type=Path, metavar="OUT", help="write the per-frame and mean scores here")
     matting = parser.add_argument_group("matting CLIP with --model, as spgim matte does")
-    EngineOptions.add_arguments(matting)
+    EngineOptions.add_arguments(matting, only=LOCAL_ENGINE)
     MattingOptions.add_arguments(matting)
 
 

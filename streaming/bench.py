@@ -17,7 +17,7 @@ from spgim.runtime.timing import time_calls
 from spgim.sizes import working_size
 
 from .job import matte_video
-from .options import EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
+from .options import EngineOptions, MattingOptions, Outputs, SourceOptions, open_local_matter
 from .sources import open_source
 
 
@@ -37,7 +37,7 @@ def video_bench(
     K frames (SPD once, SPGM K times), so it is the model's share of a frame as the job runs it. End-to-end is
     :func:`~.job.matte_video` with the same engine and matting options, writing an H.264 composite.
     """
-    matter = open_matter(model_dir, engine, matting)
+    matter = open_local_matter(model_dir, engine, matting)
     source = open_source(str(clip))
     info = source.info
     source.close()

@@ -14,7 +14,8 @@ EXAMPLE = """example:
   spgim matte clip.mp4 --model exported --output out.mp4 --background beach.jpg --alpha alpha.mp4
   spgim matte rtsp://camera.local/stream --model exported --output live.mp4 --duration 60
   spgim matte 0 --model exported --output webcam.mp4 --preview
-  spgim matte rtsp://camera.local/stream --model exported --output rtmp://server/live/key --output record.mp4"""
+  spgim matte rtsp://camera.local/stream --model exported --output rtmp://server/live/key --output record.mp4
+  spgim matte clip.mp4 --server 127.0.0.1:8001 --output composite.mp4"""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
         "input",
         help="media file, image folder or pattern (frames/%%05d.png), rtsp/rtmp/http(s)/udp/tcp URL, or webcam index",
     )
-    parser.add_argument("--model", required=True, help="spgim export folder")
+    parser.add_argument("--model", help="spgim export folder (required unless --server is given)")
     for group in (Outputs, EngineOptions, MattingOptions, EncodeOptions):
         group.add_arguments(parser)
     parser.add_argument("--preview", action="store_true", help="show the composite in a window")

@@ -28,6 +28,7 @@ from .composite import Background
 from .frames import VideoFrame
 from .options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
 from .pipeline import Output, Pipeline, Plan, close_outputs
+from .remote import TritonMatter
 from .sources import open_source
 from .urls import redact
 
@@ -56,6 +57,8 @@ class MatteResult:
     keyframes: int | None = None  # frames SPD ran on, when a keyframe interval is set
     keyframe_ramp: int = 0  # frames a keyframe's correction is phased in over (0: switched at once)
     startup_s: float | None = None  # call to first frame written (model loading, opening the source included)
+    server_p50_s: float | None = None  # with --server: a frame's round trip to the server, median
+    server_p90_s: float | None = None  # ... and 90th percentile
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -79,6 +82,8 @@ class MatteResult:
             line += f", {self.reconnects} reconnects"
             if self.startup_s is not None:
                 line += f", first frame after {self.startup_s:.2f} s"
+        if self.server_p50_s is not None and self.server_p90_s is not None:
+            line += f", server round trip p50 {self.server_p50_s * 1e3:.0f} ms p90 {self.server_p90_s * 1e3:.0f} ms"
         return line
 
 
@@ -136,7 +141,8 @@ def matte_video(
     log: Callable[[str], None] = _stderr,
     stop: threading.Event | None = None,
 ) -> MatteResult:
-    """Matte ``source`` with the exported model in ``model`` into ``outputs``.
+    """Matte ``source`` with the exported model in ``model`` (or on the ``spgim serve`` of ``engine.server``)
+    into ``outputs``.
 
     Args:
         source: a media file, an image folder or pattern, a network URL, or a webcam index ("0").
@@ -146,7 +152,9 @@ def matte_video(
         model: an ``spgim export`` folder (or pass ``matter``: any callable ``uint8 (N,H,W,3) -> alpha``, or a
             :class:`~spgim.runtime.matting.Matter` already open, as a batch worker reuses one: its keyframe state
             starts again for this input).
-        engine: which engine runs the model, its threads, and frames per call (``batch`` applies to ``matter`` too).
+        engine: which engine runs the model, its threads, and frames per call (``batch`` applies to ``matter`` too);
+            ``server``: the model runs on that ``spgim serve`` instead (``model`` then None; see
+            :mod:`spgim.streaming.remote`), its sequence ended when the job ends, error or not.
         matting: working size, keyframes, smoothing and upsampling; None values are the export's.
         reading: live or not, the part of a file to matte, and a live source's reconnects and time-outs.
         encoding: codec, quality and encoder preset of the outputs.
@@ -161,9 +169,6 @@ def matte_video(
     Raises:
         SpgimError: bad input, model, options or output, or a failure mid-job (outputs are finalised first).
     """
-    from .outputs import open_output
-    from .publish import PublishedStream, is_destination
-
     engine = engine or EngineOptions()
     matting = matting or MattingOptions()
     reading = reading or SourceOptions()
@@ -173,18 +178,67 @@ def matte_video(
     device = "cpu"
     backend_name = "custom"
     scheduler = None
+    remote: Any = None  # the client of --server, closed (its sequence ended) when the job ends
     if matter is None:
-        if model is None:
-            raise SpgimError("give the exported model folder (--model)")
-        runtime = open_matter(model, engine, matting)
+        runtime = open_matter(model, engine, matting, log=log)
         matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
-        scheduler = runtime.scheduler
-        if engine.backend == "auto" or engine.precision == "auto":
-            log(runtime.selection)
+        if isinstance(runtime, TritonMatter):
+            remote = runtime
+        else:
+            scheduler = runtime.scheduler
+            if engine.backend == "auto" or engine.precision == "auto":
+                log(runtime.selection)
     elif callable(getattr(getattr(matter, "scheduler", None), "restart", None)):  # a Matter reused for this input
         scheduler = getattr(matter, "scheduler")  # noqa: B009 (matter is typed as any callable)
         scheduler.restart()
         backend_name, device = getattr(matter, "backend_name", "custom"), getattr(matter, "device", "cpu")
+    try:
+        return _run_job(
+            source,
+            outputs,
+            matter,
+            wanted,
+            engine,
+            reading,
+            encoding,
+            preview,
+            progress,
+            log,
+            stop,
+            called=called,
+            device=device,
+            backend_name=backend_name,
+            scheduler=scheduler,
+            remote=remote,
+        )
+    finally:
+        if remote is not None:
+            remote.close()
+
+
+def _run_job(
+    source: str | Path,
+    outputs: Outputs,
+    matter: Callable[[np.ndarray], np.ndarray],
+    wanted: dict[str, list[Any]],
+    engine: EngineOptions,
+    reading: SourceOptions,
+    encoding: EncodeOptions,
+    preview: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    stop: threading.Event | None,
+    *,
+    called: float,
+    device: str,
+    backend_name: str,
+    scheduler: Any,
+    remote: Any,
+) -> MatteResult:
+    """:func:`matte_video` once its matter is open: the source, the outputs and the pipeline."""
+    from .outputs import open_output
+    from .publish import PublishedStream, is_destination
+
     show = _preview() if preview else None
 
     spec = str(source)
@@ -297,6 +351,10 @@ def matte_video(
         notes=notes,
         startup_s=None if stats.first_output is None else stats.first_output - called,
     )
+    if remote is not None:
+        result.server_p50_s, result.server_p90_s = remote.round_trip(50), remote.round_trip(90)
+        if remote.keyframe_interval:
+            result.keyframe_interval, result.keyframes = remote.keyframe_interval, remote.keyframes
     if scheduler is not None:
         result.keyframe_interval = scheduler.policy.interval
         result.keyframe_ramp = min(scheduler.policy.ramp, scheduler.policy.interval)

@@ -12,18 +12,22 @@ configurations record. Importing this module loads no engine: ``spgim --help`` s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spgim.errors import SpgimError
-from spgim.option_groups import NUMBER, SECONDS, WHOLE, OptionGroup, flag
+from spgim.option_groups import NUMBER, SECONDS, WHOLE, Flag, OptionGroup, flag
 from spgim.stream_defaults import StreamDefaults, stated_defaults
 
 from .network import STARTUP_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from spgim.runtime.matting import Matter
+
+    from .remote import TritonMatter
 
 Destination = str | Path
 BACKGROUND = flag("--background", "behind the composite: green (default), #RRGGBB, an image or a video (looped)")
@@ -87,6 +91,8 @@ class EngineOptions(OptionGroup):
         precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``.
         threads: CPU threads for the model (0: the backend's choice).
         batch: frames per model call for recorded input.
+        server: ``HOST:PORT``, the gRPC endpoint of an ``spgim serve`` that runs the model instead of this process
+            (:class:`spgim.streaming.remote.TritonMatter`; None: the model runs here).
     """
 
     backend: str = field(
@@ -110,12 +116,26 @@ class EngineOptions(OptionGroup):
     batch: int = field(
         default=1, metadata=flag("--batch", "frames per model call for recorded input (default {default})", WHOLE)
     )
+    server: str | None = field(
+        default=None,
+        metadata=flag(
+            "--server",
+            "run the model on this spgim serve (Triton gRPC) instead of locally; --model is then not needed",
+            metavar="HOST:PORT",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise SpgimError(f"threads must be 0 (the backend's choice) or more, got {self.threads}")
         if self.batch < 1:
             raise SpgimError(f"batch must be at least 1, got {self.batch}")
+        if self.server is not None and not self.server.strip():
+            raise SpgimError("--server must be HOST:PORT, got an empty value")
+
+
+# The engine's fields that commands running the model only locally declare (``add_arguments(..., only=...)``).
+LOCAL_ENGINE = ("backend", "precision", "threads", "batch")
 
 
 @dataclass(frozen=True)
@@ -279,8 +299,25 @@ class EncodeOptions(OptionGroup):
     )
 
 
-def open_matter(model: str | Path, engine: EngineOptions, matting: MattingOptions) -> Matter:
-    """The export in ``model`` on the engine and with the matting options asked for, as a matting job runs it."""
+def open_matter(
+    model: str | Path | None,
+    engine: EngineOptions,
+    matting: MattingOptions,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> Matter | TritonMatter:
+    """The export in ``model`` on the engine and with the matting options asked for, as a matting job runs it;
+    with ``engine.server``, a client of that ``spgim serve`` instead (``model`` then None), ``log`` taking its
+    drop and reconnect lines."""
+    if engine.server is not None:
+        return _open_remote(model, engine, matting, log)
+    if model is None:
+        raise SpgimError("give --model or --server")
+    return open_local_matter(model, engine, matting)
+
+
+def open_local_matter(model: str | Path, engine: EngineOptions, matting: MattingOptions) -> Matter:
+    """The export in ``model`` on the engine and with the matting options asked for, in this process."""
     from spgim.runtime.matting import Matter
 
     # No spinning: the decoder and encoder threads need the cores the model's idle threads would spin on.
@@ -296,3 +333,30 @@ def open_matter(model: str | Path, engine: EngineOptions, matting: MattingOption
         upsampling=matting.upsampling,
         spinning=False,
     )
+
+
+def _open_remote(
+    model: str | Path | None, engine: EngineOptions, matting: MattingOptions, log: Callable[[str], None] | None
+) -> TritonMatter:
+    """The client of ``engine.server``; what only the server decides (its ``spgim serve`` options) is refused."""
+    if model is not None:
+        raise SpgimError("give --model or --server, not both (with --server the model runs on the server)")
+    defaults = EngineOptions()
+    local = [
+        spec.name
+        for name, spec in _flags(EngineOptions).items()
+        if name in ("backend", "precision", "threads") and getattr(engine, name) != getattr(defaults, name)
+    ]
+    local += [
+        spec.name for name, spec in _flags(MattingOptions).items() if getattr(matting, name) not in (None, "auto")
+    ]
+    if local:
+        raise SpgimError(f"{', '.join(local)}: the server's choice (give it to spgim serve), not with --server")
+    from .remote import TritonMatter
+
+    return TritonMatter(engine.server or "", log=log)
+
+
+def _flags(group: type[OptionGroup]) -> dict[str, Flag]:
+    """Each field of ``group`` that is a flag, and its flag."""
+    return {item.name: item.metadata["flag"] for item in fields(group) if "flag" in item.metadata}  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ EVERY_FLAG: list[tuple[type[OptionGroup], str, Any]] = [
         Outputs(composite=("a.mp4", "rtmp://h/k"), alpha="m", foreground="f.mov", background="x"),
     ),
     (EngineOptions, " ".join(ENGINE_ARGV), ENGINE),
+    (EngineOptions, "--server 127.0.0.1:8001", EngineOptions(server="127.0.0.1:8001")),
     (MattingOptions, " ".join([*MATTING_ARGV, "--upsample", "bilinear"]), MATTING),
     (
         SourceOptions,
