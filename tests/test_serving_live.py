@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,9 +256,16 @@ def test_concurrent_sequences_each_equal_their_own_local_stream(served: TritonSe
     for thread in threads:
         thread.join(300)
     assert not failures, failures
-    inferences, executions = (
-        a - b for a, b in zip(_counts(served), (inferences_before, executions_before), strict=True)
-    )
+    # Triton refreshes its metrics every couple of seconds: read until every frame is counted (or 15 s).
+    frames_sent = sum(len(frames) for frames in clips.values())
+    deadline = time.monotonic() + 15
+    while True:
+        inferences, executions = (
+            a - b for a, b in zip(_counts(served), (inferences_before, executions_before), strict=True)
+        )
+        if inferences >= frames_sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     shared = keyframed.new_stream()
     mixed = {corrid: [] for corrid in clips}  # the counterfactual: every sequence's frames through one state
     for index in range(len(clips[1001])):
