@@ -11,6 +11,7 @@ from .formats import FORMATS, format_table
 from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
 from .profile import COMMON_FRAMES, DEFAULT_ASPECT
 
+TRITON_FOLDER = "triton"
 EXAMPLE = """example:
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --dynamic
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported \\
@@ -19,7 +20,8 @@ EXAMPLE = """example:
       --precision fp16 --size 512x288 --dynamic --min-size 256x128 --max-size 1024x576 \\
       --plugin build/native/libspgim_tst_plugin.so --workspace 4
   spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats onnx,openvino,pt2 \\
-      --precision fp32,bf16 --dynamic --min-size 64x64 --max-size 1280x1280"""
+      --precision fp32,bf16 --dynamic --min-size 64x64 --max-size 1280x1280
+  spgim export --spd runs/spd/best.pt --spgm runs/spgm/best.pt --out exported --formats onnx,openvino --triton"""
 
 # The forms of spgim.export.attention_nodes.PORTABLE_ATTENTION, described here so that building
 # the parser does not import torch.
@@ -83,6 +85,13 @@ def _run(args: argparse.Namespace) -> int:
             size = (where.stat().st_size + sum(c["bytes"] for c in sidecar.get("companions", []))) / 1e6
             print(f"{item['branch']:<8} {item['format']:<12} {item['precision']:<5} {size:8.1f} MB  {where}")
     print(f"exported {len(artifacts)} artifacts to {args.out} (sidecars beside each, index in {MANIFEST})")
+    if args.triton:
+        # The one place export reaches up to serving: the repository is written from the finished export folder.
+        from spgim.serving.repository import write_export_repository
+
+        repository = args.out / TRITON_FOLDER
+        models = write_export_repository(args.out, repository)
+        print(f"Triton model repository {repository}: {', '.join(models)} (spgim serve --model {repository})")
     return 0
 
 
@@ -162,5 +171,12 @@ def register(subparsers: Any) -> None:
         "--upsample-eps",
         metavar="EPS",
         help="the guided filter's regularisation; larger is closer to bilinear (default 1e-4)",
+    )
+    parser.add_argument(
+        "--triton",
+        action="store_true",
+        help=f"also write a Triton model repository, OUT/{TRITON_FOLDER}: the Python-backend models 'spgim' and "
+        "'spgim_live' over this export (served by spgim serve --model OUT/triton), and, with the fp32 onnx format, "
+        "the native flavour for a stock Triton (ONNX Runtime models, an ensemble, TensorRT configs)",
     )
     parser.set_defaults(handler=_run)

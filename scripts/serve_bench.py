@@ -3,7 +3,8 @@
 latency and memory, for each N.
 
     .venv/bin/python scripts/serve_bench.py --model EXPORT [--streams 1,2,4] [--seconds 20] [--size 320x192]
-        [--fps 25] [--backend onnxruntime] [--keyframe-interval K] [--json serve-bench.json]
+        [--fps 25] [--backend onnxruntime] [--keyframe-interval K] [--instances N] [--threads T]
+        [--json serve-bench.json]
 
 The source clip comes from ``spgim data clip`` (seed 0, at most 30 s; the senders loop it). Each stream is a
 real live source: its own ``tests/loopback.py`` sender (realtime-paced MPEG-TS over TCP on 127.0.0.1, no
@@ -50,8 +51,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from loopback import LoopbackSender, free_port  # noqa: E402
 
 from spgim.machine import cpu_facts  # noqa: E402
+from spgim.serving.options import ServerOptions  # noqa: E402
 from spgim.serving.repository import write_repository  # noqa: E402
 from spgim.serving.server import TritonServer  # noqa: E402
+from spgim.streaming.options import EngineOptions, MattingOptions  # noqa: E402
 
 SPGIM = [sys.executable, "-m", "spgim"]
 SAMPLE_S = 0.5
@@ -223,6 +226,8 @@ def main() -> None:
     parser.add_argument("--fps", default="25", help="the source's frame rate (default 25)")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--keyframe-interval", type=int, help="default: the export's")
+    parser.add_argument("--instances", type=int, default=1, help="the server's model instances (default 1)")
+    parser.add_argument("--threads", type=int, default=0, help="model threads per process or instance (0: default)")
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",") if n.strip()]
@@ -232,6 +237,7 @@ def main() -> None:
     frames = math.ceil(rate * min(args.seconds + 5, MAX_CLIP_S))
     model = args.model.resolve()
     keyframes = [] if args.keyframe_interval is None else ["--keyframe-interval", str(args.keyframe_interval)]
+    engine = ["--backend", args.backend, *keyframes, *(["--threads", str(args.threads)] if args.threads else [])]
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": cpu_facts(),
@@ -261,11 +267,15 @@ def main() -> None:
                 return commands, [out / f"stream{k}.log" for k in range(n)]
 
             for n in counts:
-                commands, logs = matte(f"local{n}", n, "--model", str(model), "--backend", args.backend, *keyframes)
+                commands, logs = matte(f"local{n}", n, "--model", str(model), *engine)
                 local = run_arm(commands, logs, args.seconds, None)
                 _line(n, "local", local)
                 repository = write_repository(
-                    model, work / f"repository{n}", backend=args.backend, keyframe_interval=args.keyframe_interval
+                    model,
+                    work / f"repository{n}",
+                    EngineOptions(backend=args.backend, threads=args.threads),
+                    MattingOptions(keyframe_interval=args.keyframe_interval),
+                    ServerOptions(instances=args.instances),
                 )
                 ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
                 server = TritonServer(repository, **ports, log_path=work / f"tritonserver{n}.log", stop_grace=5)

@@ -24,6 +24,7 @@ class ServerOptions(OptionGroup):
         max_batch: the most frames Triton's dynamic batcher gives one model call (``spgim_live``: sequences).
         sequence_idle: seconds after which ``spgim_live`` drops a sequence that sent no frame.
         repository: write the model repository here and keep it (None: a temporary folder).
+        models: with a repository already written, the models to load (None: every model the server can run).
         tritonserver: the server executable (None: the one of the nvidia-pytriton wheel).
         log: the server's log file (None: in a temporary folder, kept).
         ready_timeout: seconds the server has to become ready.
@@ -57,6 +58,13 @@ class ServerOptions(OptionGroup):
         default=None,
         metadata=flag(
             "--repository", "write the model repository here and keep it (default: a temporary folder)", PATH
+        ),
+    )
+    models: str | None = field(
+        default=None,
+        metadata=flag(
+            "--models",
+            "with a model repository: comma list of its models to load (default: every model the server can run)",
         ),
     )
     tritonserver: Path | None = field(

@@ -14,6 +14,8 @@ the models' code.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from spgim.errors import SpgimError
 from spgim.runtime.artifacts import load_artifacts
 from spgim.runtime.registry import backend_record
 from spgim.runtime.upsampling import check_upsampling
+from spgim.streaming.options import EngineOptions, MattingOptions
 
 from .config import ModelSpec, SequenceBatching, SequenceControl, TensorSpec, render_config
+from .options import ServerOptions
 
 MODEL_NAME = "spgim"
-MAX_BATCH_SIZE = 8
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 FRAMES = TensorSpec("frames", "TYPE_UINT8", (-1, -1, 3))
 ALPHA = TensorSpec("alpha", "TYPE_FP32", (-1, -1))
@@ -38,118 +41,95 @@ SEQUENCE_CONTROLS = (
     SequenceControl("END", "CONTROL_SEQUENCE_END"),
     SequenceControl("CORRID", "CONTROL_SEQUENCE_CORRID", "TYPE_UINT64"),
 )
-SEQUENCE_IDLE_S = 60.0
 LIVE_QUEUE_DELAY_US = 2000
+# The options' defaults (frozen, so one instance serves every call).
+DEFAULT_ENGINE, DEFAULT_MATTING, DEFAULT_SERVER = EngineOptions(), MattingOptions(), ServerOptions()
+
+
+def _parameters(model_dir: str, engine: EngineOptions, matting: MattingOptions, *, live: bool) -> dict[str, str]:
+    """The parameters a model reads: the export folder and what runs it (values left to the export omitted; the
+    keyframe and smoothing values only for the ``live`` model, the stateless one runs SPD on every frame)."""
+    if engine.backend != "auto":
+        backend_record(engine.backend)
+    if engine.precision not in PRECISIONS:
+        raise SpgimError(f"unknown precision {engine.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_upsampling(matting.upsampling)
+    parameters = {
+        "model_dir": model_dir,
+        "backend": engine.backend,
+        "precision": engine.precision,
+        "upsampling": matting.upsampling,
+    }
+    if engine.threads:
+        parameters["threads"] = str(engine.threads)
+    for name, value in matting.stream_values().items():
+        if value is not None and (live or name == "work_size"):
+            parameters[name] = str(value)
+    return parameters
 
 
 def matting_model_spec(
-    model_dir: Path,
-    *,
-    backend: str = "auto",
-    precision: str = "fp32",
-    instances: int | None = None,
-    work_size: int | None = None,
-    threads: int = 0,
-    upsampling: str = "auto",
-    max_batch_size: int = MAX_BATCH_SIZE,
+    model_dir: str,
+    engine: EngineOptions = DEFAULT_ENGINE,
+    matting: MattingOptions = DEFAULT_MATTING,
+    server: ServerOptions = DEFAULT_SERVER,
 ) -> ModelSpec:
-    """The description of the ``spgim`` model: frames in, alpha out, on ``backend`` in ``precision``.
+    """The description of the ``spgim`` model: frames in, alpha out, stateless (SPD on every frame, no smoothing).
 
     Args:
-        model_dir: the export folder; written into the parameters as an absolute path.
-        backend, precision: what :class:`~spgim.runtime.matting.Matter` runs (``"auto"`` lets it measure).
-        instances: model instances on the CPU (None: one).
-        work_size: the working size's longer side (None: the export's).
-        threads: CPU threads per instance (0: the engine's default).
-        upsampling: how the alpha reaches the frame's size (see :class:`~spgim.runtime.matting.Matter`).
-        max_batch_size: the most frames the server's dynamic batcher gives one call.
+        model_dir: the export folder as the model finds it: absolute, or relative to the model's own folder in the
+            repository (``../..`` for a repository inside the export folder).
+        engine: what :class:`~spgim.runtime.matting.Matter` runs (backend, precision, threads).
+        matting: the working size and upsampling (the keyframe values matter to ``spgim_live`` only).
+        server: ``instances`` (model instances on the CPU) and ``max_batch`` (the most frames the dynamic batcher
+            gives one call).
     """
-    if backend != "auto":
-        backend_record(backend)
-    if precision not in PRECISIONS:
-        raise SpgimError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if work_size is not None and work_size < 32:
-        raise SpgimError(f"work size must be at least 32, got {work_size}")
-    if threads < 0:
-        raise SpgimError(f"threads must be at least 0, got {threads}")
-    check_upsampling(upsampling)
-    parameters = {
-        "model_dir": str(model_dir.resolve()),
-        "backend": backend,
-        "precision": precision,
-        "upsampling": upsampling,
-    }
-    if work_size is not None:
-        parameters["work_size"] = str(work_size)
-    if threads:
-        parameters["threads"] = str(threads)
+    parameters = _parameters(model_dir, engine, matting, live=False)
     return ModelSpec(
         name=MODEL_NAME,
         backend="python",
         inputs=(FRAMES,),
         outputs=(ALPHA,),
-        max_batch_size=max_batch_size,
+        max_batch_size=server.max_batch,
         dynamic_batching=True,
         instance_kind="KIND_CPU",
-        instance_count=instances or 1,
+        instance_count=server.instances,
         parameters=parameters,
     )
 
 
 def live_model_spec(
-    model_dir: Path,
+    model_dir: str,
+    engine: EngineOptions = DEFAULT_ENGINE,
+    matting: MattingOptions = DEFAULT_MATTING,
+    server: ServerOptions = DEFAULT_SERVER,
     *,
-    backend: str = "auto",
-    precision: str = "fp32",
-    instances: int | None = None,
-    work_size: int | None = None,
-    threads: int = 0,
-    upsampling: str = "auto",
-    max_batch_size: int = MAX_BATCH_SIZE,
-    keyframe_interval: int | None = None,
-    sequence_idle_s: float = SEQUENCE_IDLE_S,
     queue_delay_us: int = LIVE_QUEUE_DELAY_US,
 ) -> ModelSpec:
     """The description of the ``spgim_live`` model: one frame of a sequence in, its alpha and keyframe flag out.
 
     Sequence batching with the *oldest* strategy: every request of a sequence goes to one instance in order,
-    and an execute gathers the oldest waiting frame of up to ``max_batch_size`` sequences. The per-sequence
+    and an execute gathers the oldest waiting frame of up to ``server.max_batch`` sequences. The per-sequence
     state is keyed by the correlation id, not by a batch slot, so the model needs none of the direct strategy's
     slot bookkeeping (nor its READY control), a batch holds only sequences that have a frame waiting (direct
     pads idle slots), and a new sequence never waits for a free slot while others stay open.
 
     Args:
-        model_dir, backend, precision, instances, work_size, threads, upsampling: as :func:`matting_model_spec`.
-        max_batch_size: the most sequences' frames one execute takes.
-        keyframe_interval: SPD every this many frames of a sequence (None: the export's stream default).
-        sequence_idle_s: a sequence with no frame for this long is dropped (by the server and the model).
+        model_dir, engine: as :func:`matting_model_spec`.
+        matting: the working size, upsampling, keyframe interval and ramp and smoothing of every sequence (None:
+            the export's stream defaults).
+        server: ``instances``, ``max_batch`` (the most sequences' frames one execute takes) and ``sequence_idle``
+            (a sequence with no frame for this many seconds is dropped, by the server and the model).
         queue_delay_us: how long the batcher waits for more sequences' frames before an execute.
     """
-    spec = matting_model_spec(
-        model_dir,
-        backend=backend,
-        precision=precision,
-        instances=instances,
-        work_size=work_size,
-        threads=threads,
-        upsampling=upsampling,
-        max_batch_size=max_batch_size,
-    )
-    if keyframe_interval is not None and keyframe_interval < 0:
-        raise SpgimError(f"keyframe interval must be at least 0, got {keyframe_interval}")
-    if max_batch_size < 1:
-        raise SpgimError(f"max batch size must be at least 1, got {max_batch_size}")
-    parameters = dict(spec.parameters)
-    if keyframe_interval is not None:
-        parameters["keyframe_interval"] = str(keyframe_interval)
-    idle_us = round(sequence_idle_s * 1e6)
+    idle_us = round(server.sequence_idle * 1e6)
     if idle_us < 1:
-        raise SpgimError(f"the sequence idle timeout must be positive, got {sequence_idle_s:g} s")
+        raise SpgimError(f"the sequence idle timeout must be positive, got {server.sequence_idle:g} s")
     batching = SequenceBatching(
         controls=SEQUENCE_CONTROLS,
         max_sequence_idle_microseconds=idle_us,
         strategy="oldest",
-        max_candidate_sequences=max(max_batch_size, 1),
+        max_candidate_sequences=server.max_batch,
         max_queue_delay_microseconds=queue_delay_us,
     )
     return ModelSpec(
@@ -157,11 +137,11 @@ def live_model_spec(
         backend="python",
         inputs=(FRAMES,),
         outputs=(ALPHA, KEYFRAME),
-        max_batch_size=max_batch_size,
+        max_batch_size=server.max_batch,
         sequence_batching=batching,
         instance_kind="KIND_CPU",
-        instance_count=instances or 1,
-        parameters=parameters,
+        instance_count=server.instances,
+        parameters=_parameters(model_dir, engine, matting, live=True),
     )
 
 
@@ -180,51 +160,68 @@ def _write_model(spec: ModelSpec, source: Path, out: Path) -> None:
 def write_repository(
     model_dir: Path,
     out: Path,
+    engine: EngineOptions = DEFAULT_ENGINE,
+    matting: MattingOptions = DEFAULT_MATTING,
+    server: ServerOptions = DEFAULT_SERVER,
     *,
-    backend: str = "auto",
-    precision: str = "fp32",
-    instances: int | None = None,
-    work_size: int | None = None,
-    threads: int = 0,
-    upsampling: str = "auto",
-    max_batch_size: int = MAX_BATCH_SIZE,
-    keyframe_interval: int | None = None,
-    sequence_idle_s: float = SEQUENCE_IDLE_S,
-    live_queue_delay_us: int = LIVE_QUEUE_DELAY_US,
+    relative: bool = False,
 ) -> Path:
     """Write a Triton model repository serving ``model_dir`` into ``out``; returns ``out``.
 
     ``model_dir`` must be an ``spgim export`` folder (its manifest and sidecars are checked here, so that a
     wrong folder is one line now rather than a model that fails to load in the server). Existing files of
-    ``out/spgim`` and ``out/spgim_live`` are replaced; other models in ``out`` are left alone. The other
-    arguments are those of :func:`matting_model_spec` and :func:`live_model_spec` (``live_queue_delay_us``
-    is the latter's ``queue_delay_us``).
+    ``out/spgim`` and ``out/spgim_live`` are replaced; other models in ``out`` are left alone. The options are
+    those of :func:`matting_model_spec` and :func:`live_model_spec`. With ``relative`` the configs name the
+    export folder relative to each model's folder, so that the export folder and a repository inside it move
+    together (``spgim export --triton``); otherwise by its absolute path.
     """
-    model_dir = Path(model_dir)
+    model_dir, out = Path(model_dir), Path(out)
     load_artifacts(model_dir)
-    spec = matting_model_spec(
-        model_dir,
-        backend=backend,
-        precision=precision,
-        instances=instances,
-        work_size=work_size,
-        threads=threads,
-        upsampling=upsampling,
-        max_batch_size=max_batch_size,
-    )
-    live = live_model_spec(
-        model_dir,
-        backend=backend,
-        precision=precision,
-        instances=instances,
-        work_size=work_size,
-        threads=threads,
-        upsampling=upsampling,
-        max_batch_size=max_batch_size,
-        keyframe_interval=keyframe_interval,
-        sequence_idle_s=sequence_idle_s,
-        queue_delay_us=live_queue_delay_us,
-    )
-    _write_model(spec, MODEL_SOURCE, out)
-    _write_model(live, LIVE_MODEL_SOURCE, out)
-    return Path(out)
+    specs = []
+    for name, make in ((MODEL_NAME, matting_model_spec), (LIVE_MODEL_NAME, live_model_spec)):
+        where = os.path.relpath(model_dir.resolve(), (out / name).resolve()) if relative else str(model_dir.resolve())
+        specs.append(make(where, engine, matting, server))
+    for spec, source in zip(specs, (MODEL_SOURCE, LIVE_MODEL_SOURCE), strict=True):
+        _write_model(spec, source, out)
+    return out
+
+
+def write_export_repository(model_dir: Path, out: Path) -> list[str]:
+    """The repository ``spgim export --triton`` writes into ``out``: every model the export folder can feed.
+
+    - ``spgim`` and ``spgim_live`` (:func:`write_repository`, the export folder named relative to them, so that
+      the two move together): backend ``auto``; the precision the export was made in where it holds one (fp32
+      for the fp32 upsample graph aside), ``auto`` (the fastest measured on the serving machine) where several;
+      the working size, keyframes and batching at their defaults.
+    - The native flavour (:func:`spgim.serving.native.write_native_repository`) where the export holds the
+      portable fp32 ONNX, with the ``tensorrt_plan`` configs where it holds a TensorRT flavour (``onnx-trt`` or
+      ``engine``).
+
+    Returns the names of the models written, in the order written.
+    """
+    from .native import write_native_repository
+
+    model_dir, out = Path(model_dir), Path(out)
+    artifacts = load_artifacts(model_dir)
+    precisions = sorted({a.precision for a in artifacts if a.branch in ("spd", "spgm")})
+    engine = EngineOptions(precision=precisions[0] if len(precisions) == 1 else "auto")
+    write_repository(model_dir, out, engine, relative=True)
+    names = [MODEL_NAME, LIVE_MODEL_NAME]
+    portable = {(a.branch, a.format, a.precision) for a in artifacts}
+    if {("spd", "onnx", "fp32"), ("spgm", "onnx", "fp32")} <= portable:
+        tensorrt = any(a.format in ("onnx-trt", "engine") for a in artifacts)
+        names += [folder.name for folder in write_native_repository(model_dir, out, tensorrt=tensorrt)]
+    return names
+
+
+def repository_models(folder: Path) -> dict[str, str] | None:
+    """The models of a Triton model repository and what runs each (its ``backend``, else its ``platform``), or
+    None where ``folder`` holds no model (every model is a sub-folder with a ``config.pbtxt``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    models = {}
+    for config in sorted(folder.glob("*/config.pbtxt")):
+        kinds = re.findall(r'^(?:backend|platform):\s*"([^"]+)"', config.read_text(encoding="utf-8"), re.MULTILINE)
+        models[config.parent.name] = kinds[0] if kinds else "unknown"
+    return models or None

@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -104,6 +105,7 @@ class TritonServer:
         log_path: where the server's output goes (default: ``tritonserver.log`` in the server's temporary
             folder, kept after :meth:`stop` so that it can be read).
         ready_timeout: seconds :meth:`start` waits for ``/v2/health/ready``.
+        models: load only these models of the repository (Triton's explicit model control; None: every model).
         stop_grace: seconds :meth:`stop` waits after SIGTERM before SIGKILL.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -120,6 +122,7 @@ class TritonServer:
         binary: str | Path | None = None,
         log_path: str | Path | None = None,
         ready_timeout: float = 120.0,
+        models: Sequence[str] | None = None,
         stop_grace: float = 10.0,
     ) -> None:
         self.repository = Path(repository).resolve()
@@ -128,6 +131,7 @@ class TritonServer:
         self.binary = binary
         self.log_path = Path(log_path) if log_path is not None else None
         self.ready_timeout = ready_timeout
+        self.models = None if models is None else tuple(models)
         self.stop_grace = stop_grace
         self._process: subprocess.Popen[bytes] | None = None
         self._backends: Path | None = None
@@ -170,6 +174,8 @@ class TritonServer:
             f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={max(1, round(self.stop_grace))}",
+            *(() if self.models is None else ("--model-control-mode=explicit",)),
+            *(f"--load-model={name}" for name in self.models or ()),
         ]
 
     def start(self) -> TritonServer:

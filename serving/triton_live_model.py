@@ -60,25 +60,24 @@ class TritonPythonModel:
         from spgim.errors import SpgimError
         from spgim.runtime.matting import Matter
         from spgim.serving.sequences import StreamTable
-        from spgim.serving.triton_model import _one_line, _parameters
+        from spgim.serving.triton_model import _model_dir, _one_line, _parameters
 
         self.refused: type[Exception] = SpgimError
         self.one_line = _one_line
         config = json.loads(args["model_config"])
         parameters = _parameters(config)
-        if "model_dir" not in parameters:
-            raise SpgimError("config.pbtxt has no model_dir parameter; write the repository with spgim serve")
+        model_dir = _model_dir(parameters, args)
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 0) or 0)
         if idle_us <= 0:
             raise SpgimError(
-                "config.pbtxt has no sequence_batching idle timeout; write the repository with spgim serve"
+                "config.pbtxt has no sequence_batching idle timeout; write the repository with spgim serve or export"
             )
 
         def number(key: str) -> int | None:
             return int(parameters[key]) if key in parameters else None
 
         self.matter = Matter(
-            parameters["model_dir"],
+            model_dir,
             backend=parameters.get("backend", "auto"),
             precision=parameters.get("precision", "fp32"),
             work_size=number("work_size"),
@@ -86,6 +85,7 @@ class TritonPythonModel:
             keyframe_ramp=number("keyframe_ramp"),
             threads=int(parameters.get("threads", "0")),
             upsampling=parameters.get("upsampling", "auto"),
+            smoothing=float(parameters["smoothing"]) if "smoothing" in parameters else None,
         )
         self.streams: Any = StreamTable(self.matter.new_stream, idle_us / 1e6)
 

@@ -1,7 +1,8 @@
 """The Triton Python-backend model that serves an spgim export: copied as ``<repository>/spgim/1/model.py``.
 
 Generic: everything it runs comes from the ``parameters`` of its ``config.pbtxt`` (written by
-:func:`spgim.serving.repository.write_repository`): ``model_dir``, ``backend``, ``precision``, ``upsampling``
+:func:`spgim.serving.repository.write_repository`): ``model_dir`` (absolute, or relative to the model's folder),
+``backend``, ``precision``, ``upsampling``
 and, when set, ``work_size`` and ``threads``. It opens one :class:`spgim.runtime.matting.Matter` per
 instance, stateless (SPD on every frame, no smoothing), and answers each request on its own:
 ``frames`` uint8 ``(N, H, W, 3)`` RGB -> ``alpha`` float32 ``(N, H, W)``. Requests of different sizes
@@ -49,6 +50,15 @@ def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
     return {key: value for key, value in values.items() if value}
 
 
+def _model_dir(parameters: dict[str, str], args: dict[str, str]) -> str:
+    """The export folder the config names: absolute, or relative to this model's folder in the repository."""
+    from spgim.errors import SpgimError
+
+    if "model_dir" not in parameters:
+        raise SpgimError("config.pbtxt has no model_dir parameter; write the repository with spgim serve or export")
+    return os.path.join(args["model_repository"], parameters["model_dir"])
+
+
 def _one_line(error: BaseException) -> str:
     """An error as one line: its message, or its type where it has none."""
     text = " ".join(str(error).split())
@@ -66,11 +76,9 @@ class TritonPythonModel:
 
         self.refused: type[Exception] = SpgimError
         parameters = _parameters(json.loads(args["model_config"]))
-        if "model_dir" not in parameters:
-            raise SpgimError("config.pbtxt has no model_dir parameter; write the repository with spgim serve")
         work_size = parameters.get("work_size")
         self.matter = Matter(
-            parameters["model_dir"],
+            _model_dir(parameters, args),
             backend=parameters.get("backend", "auto"),
             precision=parameters.get("precision", "fp32"),
             work_size=int(work_size) if work_size else None,

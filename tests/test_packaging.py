@@ -119,6 +119,18 @@ def test_runtime_and_streaming_import_only_what_is_below_them() -> None:
         assert not offenders, offenders
 
 
+def test_export_imports_train_and_reaches_serving_only_from_its_command() -> None:
+    """export builds on train; ``spgim export --triton`` writes the repository with serving's writer (from the
+    command module alone, so that the exporter itself never depends on what serves its artifacts)."""
+    found = _stage_imports(ROOT / "export", "spgim.export")
+    offenders = {
+        path: stages - ({"train", "serving"} if path == "export/commands.py" else {"train"})
+        for path, stages in found.items()
+    }
+    assert not {path: stages for path, stages in offenders.items() if stages}, offenders
+    assert "serving" in found["export/commands.py"]  # the check sees the command's import
+
+
 @pytest.mark.slow
 def test_built_wheel_holds_and_imports_every_package(tmp_path: Path) -> None:
     wheel_dir = tmp_path / "wheel"

@@ -16,12 +16,15 @@ from requirements import unavailable
 
 from spgim.errors import SpgimError
 from spgim.serving.config import ModelSpec, TensorSpec, render_config
+from spgim.serving.options import ServerOptions
 from spgim.serving.repository import write_repository
 from spgim.serving.server import TritonServer, find_tritonserver
+from spgim.streaming.options import EngineOptions, MattingOptions
 
 pytestmark = pytest.mark.slow
 
 WORK_SIZE = 128  # as conftest's ``matter``
+ONNXRUNTIME = EngineOptions(backend="onnxruntime")
 
 
 def _parsed(text: str) -> Any:
@@ -36,7 +39,9 @@ def _rgb(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def test_generated_config_parses_as_a_model_config(model: Path, tmp_path: Path) -> None:
-    repository = write_repository(model, tmp_path / "models", backend="onnxruntime", work_size=WORK_SIZE, instances=2)
+    repository = write_repository(
+        model, tmp_path / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE), ServerOptions(instances=2)
+    )
     config = _parsed((repository / "spgim" / "config.pbtxt").read_text())
     assert config.name == "spgim" and config.backend == "python" and config.max_batch_size == 8
     assert [(i.name, list(i.dims)) for i in config.input] == [("frames", [-1, -1, 3])]
@@ -74,7 +79,7 @@ def test_bad_descriptions_and_folders_are_one_line(tmp_path: Path, model: Path) 
     with pytest.raises(SpgimError, match="does not exist"):
         write_repository(tmp_path / "nowhere", tmp_path / "models")
     with pytest.raises(SpgimError, match="unknown backend"):
-        write_repository(model, tmp_path / "models", backend="nope")
+        write_repository(model, tmp_path / "models", EngineOptions(backend="nope"))
 
 
 def _tritonserver_or_skip() -> None:
@@ -89,7 +94,7 @@ def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     """A tritonserver serving :func:`model` on loopback ports for this module."""
     _tritonserver_or_skip()
     folder = tmp_path_factory.mktemp("triton")
-    repository = write_repository(model, folder / "models", backend="onnxruntime", work_size=WORK_SIZE)
+    repository = write_repository(model, folder / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE))
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(repository, **ports, log_path=folder / "tritonserver.log")
     with server:
@@ -164,7 +169,7 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(
 
 def test_stop_leaves_no_server_process(model: Path, tmp_path: Path) -> None:
     _tritonserver_or_skip()
-    repository = write_repository(model, tmp_path / "models", backend="onnxruntime", work_size=WORK_SIZE)
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE))
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(repository, **ports, log_path=tmp_path / "tritonserver.log")
     server.start()

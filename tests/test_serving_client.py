@@ -33,7 +33,10 @@ def _repository(model: Path, folder: Path) -> Path:
     except SpgimError as error:
         unavailable(str(error))
     return write_repository(
-        model, folder / "models", backend="onnxruntime", work_size=WORK_SIZE, keyframe_interval=INTERVAL
+        model,
+        folder / "models",
+        EngineOptions(backend="onnxruntime"),
+        MattingOptions(work_size=WORK_SIZE, keyframe_interval=INTERVAL),
     )
 
 

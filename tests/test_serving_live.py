@@ -17,14 +17,18 @@ from requirements import unavailable
 
 from spgim.errors import SpgimError
 from spgim.serving.config import ModelSpec, SequenceBatching, SequenceControl, TensorSpec, render_config
+from spgim.serving.options import ServerOptions
 from spgim.serving.repository import write_repository
 from spgim.serving.sequences import StreamTable
 from spgim.serving.server import TritonServer, find_tritonserver
+from spgim.streaming.options import EngineOptions, MattingOptions
 
 pytestmark = pytest.mark.slow
 
 WORK_SIZE = 128
 INTERVAL = 3  # SPD on frames 0, 3, 6, ... of each sequence
+ONNXRUNTIME = EngineOptions(backend="onnxruntime")
+KEYFRAMED = MattingOptions(work_size=WORK_SIZE, keyframe_interval=INTERVAL)
 LIVE = "spgim_live"
 HEIGHT, WIDTH = 192, 320
 TOLERANCE = 1e-6  # served and local alphas agree bit for bit here; see the concurrent test
@@ -57,9 +61,7 @@ def _clip(seed: int, count: int = 12) -> np.ndarray:
 
 
 def test_live_config_parses_with_its_sequence_batcher(model: Path, tmp_path: Path) -> None:
-    repository = write_repository(
-        model, tmp_path / "models", backend="onnxruntime", work_size=WORK_SIZE, keyframe_interval=INTERVAL
-    )
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, KEYFRAMED)
     config = _parsed((repository / LIVE / "config.pbtxt").read_text())
     assert config.name == LIVE and config.backend == "python" and config.max_batch_size == 8
     assert not config.HasField("dynamic_batching") and config.HasField("sequence_batching")
@@ -87,7 +89,7 @@ def test_live_config_parses_with_its_sequence_batcher(model: Path, tmp_path: Pat
 
 
 def test_idle_timeout_is_a_parameter_and_every_strategy_parses(model: Path, tmp_path: Path) -> None:
-    repository = write_repository(model, tmp_path / "models", backend="onnxruntime", sequence_idle_s=2.5)
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, server=ServerOptions(sequence_idle=2.5))
     config = _parsed((repository / LIVE / "config.pbtxt").read_text())
     assert config.sequence_batching.max_sequence_idle_microseconds == 2_500_000
     direct = ModelSpec(
@@ -129,8 +131,8 @@ def test_bad_sequence_descriptions_are_one_line(model: Path, tmp_path: Path) -> 
             dynamic_batching=True,
             sequence_batching=SequenceBatching(controls=(), max_sequence_idle_microseconds=1),
         )
-    with pytest.raises(SpgimError, match="idle timeout must be positive"):
-        write_repository(model, tmp_path / "models", sequence_idle_s=0)
+    with pytest.raises(SpgimError, match="--sequence-idle must be more than 0"):
+        write_repository(model, tmp_path / "models", server=ServerOptions(sequence_idle=0))
 
 
 def test_stream_table_starts_ends_and_expires_sequences() -> None:
@@ -168,9 +170,7 @@ def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     except SpgimError as error:
         unavailable(str(error))
     folder = tmp_path_factory.mktemp("triton-live")
-    repository = write_repository(
-        model, folder / "models", backend="onnxruntime", work_size=WORK_SIZE, keyframe_interval=INTERVAL
-    )
+    repository = write_repository(model, folder / "models", ONNXRUNTIME, KEYFRAMED)
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     with TritonServer(repository, **ports, log_path=folder / "tritonserver.log") as server:
         yield server
@@ -371,14 +371,7 @@ def test_an_idle_sequence_is_dropped(model: Path, tmp_path: Path, keyframed: Any
         find_tritonserver()
     except SpgimError as error:
         unavailable(str(error))
-    repository = write_repository(
-        model,
-        tmp_path / "models",
-        backend="onnxruntime",
-        work_size=WORK_SIZE,
-        keyframe_interval=INTERVAL,
-        sequence_idle_s=1.0,
-    )
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, KEYFRAMED, ServerOptions(sequence_idle=1.0))
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     frames = _clip(seed=12, count=3)
     with (
