@@ -20,7 +20,8 @@ class ServerOptions(OptionGroup):
     Attributes:
         http_port, grpc_port, metrics_port: the server's ports.
         address: the address every endpoint binds (127.0.0.1 unless asked; 0.0.0.0: every interface).
-        instances: model instances (each its own engine).
+        instances: model instances, each its own engine (0: sized to the machine, see
+            :func:`spgim.serving.repository.sized_to_the_machine`).
         max_batch: the most frames Triton's dynamic batcher gives one model call (``spgim_live``: sequences).
         sequence_idle: seconds after which ``spgim_live`` drops a sequence that sent no frame.
         repository: write the model repository here and keep it (None: a temporary folder).
@@ -40,7 +41,12 @@ class ServerOptions(OptionGroup):
         metadata=flag("--address", "address every endpoint binds (default {default}; 0.0.0.0: every interface)"),
     )
     instances: int = field(
-        default=1, metadata=flag("--instances", "model instances, each its own engine (default {default})", WHOLE)
+        default=0,
+        metadata=flag(
+            "--instances",
+            "model instances, each its own engine (default 0: one per CPU up to 4, each with CPUs / instances threads)",
+            WHOLE,
+        ),
     )
     max_batch: int = field(
         default=8,
@@ -86,8 +92,8 @@ class ServerOptions(OptionGroup):
                 raise SpgimError(f"--{name.replace('_', '-')} must be between 1 and 65535, got {port}")
         if len({self.http_port, self.grpc_port, self.metrics_port}) < 3:
             raise SpgimError("--http-port, --grpc-port and --metrics-port must differ")
-        if self.instances < 1:
-            raise SpgimError(f"--instances must be at least 1, got {self.instances}")
+        if self.instances < 0:
+            raise SpgimError(f"--instances must be 0 (sized to the machine) or more, got {self.instances}")
         if self.max_batch < 1:
             raise SpgimError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.sequence_idle <= 0:

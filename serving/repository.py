@@ -14,6 +14,7 @@ the models' code.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -42,8 +43,26 @@ SEQUENCE_CONTROLS = (
     SequenceControl("CORRID", "CONTROL_SEQUENCE_CORRID", "TYPE_UINT64"),
 )
 LIVE_QUEUE_DELAY_US = 2000
+MAX_MACHINE_INSTANCES = 4
 # The options' defaults (frozen, so one instance serves every call).
 DEFAULT_ENGINE, DEFAULT_MATTING, DEFAULT_SERVER = EngineOptions(), MattingOptions(), ServerOptions()
+
+
+def sized_to_the_machine(engine: EngineOptions, server: ServerOptions) -> tuple[EngineOptions, ServerOptions]:
+    """``server.instances`` 0 made concrete for this machine: one instance per CPU this process may use, at most
+    :data:`MAX_MACHINE_INSTANCES`, each with the CPUs shared among them as threads unless ``engine.threads`` says.
+
+    On two cores, two instances of one thread serve four live streams at 0.92x the frames of four local
+    processes, one instance of two threads at 0.51x (docs/benchmarks.md, Serving): a stream's client waits for
+    each round trip, and a second instance keeps the other core busy meanwhile. Each instance is a backend
+    process of its own (about 410 MiB with torch), hence the cap.
+    """
+    if server.instances:
+        return engine, server
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    instances = max(1, min(cpus, MAX_MACHINE_INSTANCES))
+    threads = engine.threads or max(1, cpus // instances)
+    return dataclasses.replace(engine, threads=threads), dataclasses.replace(server, instances=instances)
 
 
 def _parameters(model_dir: str, engine: EngineOptions, matting: MattingOptions, *, live: bool) -> dict[str, str]:
@@ -81,9 +100,10 @@ def matting_model_spec(
             repository (``../..`` for a repository inside the export folder).
         engine: what :class:`~spgim.runtime.matting.Matter` runs (backend, precision, threads).
         matting: the working size and upsampling (the keyframe values matter to ``spgim_live`` only).
-        server: ``instances`` (model instances on the CPU) and ``max_batch`` (the most frames the dynamic batcher
-            gives one call).
+        server: ``instances`` (model instances on the CPU; 0: :func:`sized_to_the_machine`) and ``max_batch``
+            (the most frames the dynamic batcher gives one call).
     """
+    engine, server = sized_to_the_machine(engine, server)
     parameters = _parameters(model_dir, engine, matting, live=False)
     return ModelSpec(
         name=MODEL_NAME,
@@ -122,6 +142,7 @@ def live_model_spec(
             (a sequence with no frame for this many seconds is dropped, by the server and the model).
         queue_delay_us: how long the batcher waits for more sequences' frames before an execute.
     """
+    engine, server = sized_to_the_machine(engine, server)
     idle_us = round(server.sequence_idle * 1e6)
     if idle_us < 1:
         raise SpgimError(f"the sequence idle timeout must be positive, got {server.sequence_idle:g} s")
@@ -171,7 +192,8 @@ def write_repository(
     ``model_dir`` must be an ``spgim export`` folder (its manifest and sidecars are checked here, so that a
     wrong folder is one line now rather than a model that fails to load in the server). Existing files of
     ``out/spgim`` and ``out/spgim_live`` are replaced; other models in ``out`` are left alone. The options are
-    those of :func:`matting_model_spec` and :func:`live_model_spec`. With ``relative`` the configs name the
+    those of :func:`matting_model_spec` and :func:`live_model_spec` (``server.instances`` 0: sized to this machine,
+    :func:`sized_to_the_machine`). With ``relative`` the configs name the
     export folder relative to each model's folder, so that the export folder and a repository inside it move
     together (``spgim export --triton``); otherwise by its absolute path.
     """
@@ -192,7 +214,7 @@ def write_export_repository(model_dir: Path, out: Path) -> list[str]:
     - ``spgim`` and ``spgim_live`` (:func:`write_repository`, the export folder named relative to them, so that
       the two move together): backend ``auto``; the precision the export was made in where it holds one (fp32
       for the fp32 upsample graph aside), ``auto`` (the fastest measured on the serving machine) where several;
-      the working size, keyframes and batching at their defaults.
+      the working size, keyframes and batching at their defaults; one model instance.
     - The native flavour (:func:`spgim.serving.native.write_native_repository`) where the export holds the
       portable fp32 ONNX, with the ``tensorrt_plan`` configs where it holds a TensorRT flavour (``onnx-trt`` or
       ``engine``).
@@ -205,7 +227,8 @@ def write_export_repository(model_dir: Path, out: Path) -> list[str]:
     artifacts = load_artifacts(model_dir)
     precisions = sorted({a.precision for a in artifacts if a.branch in ("spd", "spgm")})
     engine = EngineOptions(precision=precisions[0] if len(precisions) == 1 else "auto")
-    write_repository(model_dir, out, engine, relative=True)
+    # One instance: the machine that exports is not always the one that serves (spgim serve --model EXPORT sizes).
+    write_repository(model_dir, out, engine, server=ServerOptions(instances=1), relative=True)
     names = [MODEL_NAME, LIVE_MODEL_NAME]
     portable = {(a.branch, a.format, a.precision) for a in artifacts}
     if {("spd", "onnx", "fp32"), ("spgm", "onnx", "fp32")} <= portable:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 WORK_SIZE = 128  # as conftest's ``matter``
 ONNXRUNTIME = EngineOptions(backend="onnxruntime")
+ONE = ServerOptions(instances=1)  # the servers tests start (the command's test runs the default)
 
 
 def _parsed(text: str) -> Any:
@@ -57,6 +58,20 @@ def test_generated_config_parses_as_a_model_config(model: Path, tmp_path: Path) 
         "work_size": str(WORK_SIZE),
     }
     assert (repository / "spgim" / "1" / "model.py").is_file()
+
+
+def test_default_instances_are_sized_to_the_machine(model: Path, tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    expected = min(cpus, 4)
+    for name in ("spgim", "spgim_live"):
+        config = _parsed((write_repository(model, tmp_path / "auto") / name / "config.pbtxt").read_text())
+        assert config.instance_group[0].count == expected
+        assert config.parameters["threads"].string_value == str(max(1, cpus // expected))
+    given = write_repository(model, tmp_path / "given", EngineOptions(threads=3), server=ServerOptions(instances=1))
+    config = _parsed((given / "spgim" / "config.pbtxt").read_text())
+    assert config.instance_group[0].count == 1 and config.parameters["threads"].string_value == "3"
+    with pytest.raises(SpgimError, match="--instances must be 0"):
+        ServerOptions(instances=-1)
 
 
 def test_rendered_strings_are_escaped() -> None:
@@ -94,7 +109,7 @@ def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     """A tritonserver serving :func:`model` on loopback ports for this module."""
     _tritonserver_or_skip()
     folder = tmp_path_factory.mktemp("triton")
-    repository = write_repository(model, folder / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE))
+    repository = write_repository(model, folder / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE), ONE)
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(repository, **ports, log_path=folder / "tritonserver.log")
     with server:
@@ -169,7 +184,7 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(
 
 def test_stop_leaves_no_server_process(model: Path, tmp_path: Path) -> None:
     _tritonserver_or_skip()
-    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE))
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, MattingOptions(work_size=WORK_SIZE), ONE)
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(repository, **ports, log_path=tmp_path / "tritonserver.log")
     server.start()

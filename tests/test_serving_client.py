@@ -15,6 +15,7 @@ from requirements import unavailable
 
 from spgim.cli import main
 from spgim.errors import SpgimError
+from spgim.serving.options import ServerOptions
 from spgim.serving.repository import write_repository
 from spgim.serving.server import TritonServer, find_tritonserver
 from spgim.streaming.job import matte_video
@@ -37,6 +38,7 @@ def _repository(model: Path, folder: Path) -> Path:
         folder / "models",
         EngineOptions(backend="onnxruntime"),
         MattingOptions(work_size=WORK_SIZE, keyframe_interval=INTERVAL),
+        ServerOptions(instances=1),
     )
 
 

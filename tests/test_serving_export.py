@@ -53,6 +53,7 @@ def test_the_repository_holds_both_flavours_and_names_the_export_relatively(move
         config = text_format.Parse((repository / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert config.parameters["model_dir"].string_value == "../.."
         assert config.parameters["precision"].string_value == "fp32"  # the one precision exported
+        assert config.instance_group[0].count == 1  # the exporting machine does not size the serving one
         assert (repository / name / "1" / "model.py").is_file()
     for name in ("spgim_spd", "spgim_spgm", "spgim_upsample"):
         assert (repository / name / "1" / "model.onnx").stat().st_size > 0

@@ -29,6 +29,7 @@ WORK_SIZE = 128
 INTERVAL = 3  # SPD on frames 0, 3, 6, ... of each sequence
 ONNXRUNTIME = EngineOptions(backend="onnxruntime")
 KEYFRAMED = MattingOptions(work_size=WORK_SIZE, keyframe_interval=INTERVAL)
+ONE_INSTANCE = ServerOptions(instances=1)  # the servers tests start (the command's test runs the default)
 LIVE = "spgim_live"
 HEIGHT, WIDTH = 192, 320
 TOLERANCE = 1e-6  # served and local alphas agree bit for bit here; see the concurrent test
@@ -170,7 +171,7 @@ def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     except SpgimError as error:
         unavailable(str(error))
     folder = tmp_path_factory.mktemp("triton-live")
-    repository = write_repository(model, folder / "models", ONNXRUNTIME, KEYFRAMED)
+    repository = write_repository(model, folder / "models", ONNXRUNTIME, KEYFRAMED, ONE_INSTANCE)
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     with TritonServer(repository, **ports, log_path=folder / "tritonserver.log") as server:
         yield server
@@ -371,7 +372,9 @@ def test_an_idle_sequence_is_dropped(model: Path, tmp_path: Path, keyframed: Any
         find_tritonserver()
     except SpgimError as error:
         unavailable(str(error))
-    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, KEYFRAMED, ServerOptions(sequence_idle=1.0))
+    repository = write_repository(
+        model, tmp_path / "models", ONNXRUNTIME, KEYFRAMED, ServerOptions(instances=1, sequence_idle=1.0)
+    )
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     frames = _clip(seed=12, count=3)
     with (

@@ -152,6 +152,10 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The recurrent live SPGM under study (``spgm.recurrent``): ConvGRU memory over half the channels of the decoder's
+# levels at output strides 16, 8 and 4 of the working size; the finest level stays stateless (memory-bound here).
+LIVE_RECURRENT: dict[str, Any] = {"levels": ["os16", "os8", "os4"], "fraction": 0.5}
+
 # Paper Table 4's ablation variants as (use_tst, use_aft).
 VARIANTS: dict[str, tuple[bool, bool]] = {
     "basic": (False, False),

@@ -130,6 +130,48 @@ class PlainBlock(nn.Module):
         return x, clamp_unit(self.head(x), self.training)
 
 
+class ConvGRU(nn.Module):
+    """A convolutional GRU cell: ``h' = (1 - z) h + z tanh(W [x, r h])`` with gates ``r, z = sigmoid(W [x, h])``."""
+
+    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
+        self.gates = nn.Conv2d(2 * channels, 2 * channels, kernel_size, padding=kernel_size // 2)
+        self.candidate = nn.Conv2d(2 * channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: Tensor, state: Tensor) -> Tensor:
+        reset, update = torch.sigmoid(self.gates(torch.cat([x, state], dim=1))).split(self.channels, dim=1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, reset * state], dim=1)))
+        return (1 - update) * state + update * candidate
+
+
+class RecurrentUnit(nn.Module):
+    """Memory for one decoder level: a :class:`ConvGRU` over the first ``state_channels`` of the level's
+    feature, added back to the whole feature through a 1x1 convolution that starts at zero.
+
+    At zero, the unit passes the feature through unchanged whatever its state, so a fresh recurrent model
+    computes exactly what the model without it computes, and training starts from that model's quality.
+    """
+
+    def __init__(self, channels: int, state_channels: int) -> None:
+        super().__init__()
+        self.state_channels = state_channels
+        self.gru = ConvGRU(state_channels)
+        self.residual = nn.Conv2d(state_channels, channels, 1)
+        nn.init.zeros_(self.residual.weight)
+        bias = self.residual.bias
+        assert bias is not None
+        nn.init.zeros_(bias)
+
+    def forward(self, feature: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        new_state = self.gru(feature[:, : self.state_channels], state)
+        return feature + self.residual(new_state), new_state
+
+
+# The decoder levels a recurrent SPGM may keep state at, with their output strides.
+RECURRENT_LEVELS = {"os16": 16, "os8": 8, "os4": 4}
+
+
 class SPGM(nn.Module):
     """The SPGM branch.
 
@@ -138,6 +180,10 @@ class SPGM(nn.Module):
             (default 1) is the output stride of the last decoder level: 1 runs it at the full input
             resolution (the paper); 2 runs it at the stem's resolution on the half-size image and
             upsamples its alpha bilinearly, a quarter of the cost of the decoder's most expensive level.
+            Its optional ``recurrent`` (default None: stateless) gives the model memory across the frames of a
+            stream: ``{"levels": [...], "fraction": f}`` puts a :class:`RecurrentUnit` over ``f`` of the channels
+            of each named decoder level (of :data:`RECURRENT_LEVELS`), and the forward pass then takes and
+            returns one state tensor per level (:attr:`state_names`, :meth:`state_shapes`).
         guide_channels: channels of SPD's ``(r2, r3, r4)``.
     """
 
@@ -185,18 +231,62 @@ class SPGM(nn.Module):
             )
         else:
             self.levels = nn.ModuleList(PlainBlock(i, c) for i, c in zip(level_inputs, level_channels, strict=True))
+        self.recurrent = nn.ModuleDict()
+        recurrent = config.get("recurrent")
+        if recurrent:
+            level_width = {"os16": c16, "os8": c8, "os4": c4}
+            unknown = set(recurrent["levels"]) - set(RECURRENT_LEVELS)
+            if unknown:
+                raise ValueError(f"recurrent levels must be among {list(RECURRENT_LEVELS)}, got {sorted(unknown)}")
+            for level in RECURRENT_LEVELS:  # one order, whatever the configuration lists
+                if level in recurrent["levels"]:
+                    width = level_width[level]
+                    self.recurrent[level] = RecurrentUnit(width, max(1, round(width * float(recurrent["fraction"]))))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The state tensors a recurrent model takes and returns, in order (``state_os16``, ...); empty otherwise."""
+        return tuple(f"state_{level}" for level in self.recurrent)
+
+    def state_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The shape of each state tensor for ``batch`` images of ``height`` x ``width`` (multiples of 32)."""
+        shapes = []
+        for level, unit in self.recurrent.items():
+            assert isinstance(unit, RecurrentUnit)
+            stride = RECURRENT_LEVELS[level]
+            shapes.append((batch, unit.state_channels, height // stride, width // stride))
+        return shapes
+
+    def initial_state(self, image: Tensor) -> list[Tensor]:
+        """Zero states for a stream that starts with ``image`` (what a new stream, a cut or a reset gets)."""
+        batch, _, height, width = image.shape
+        return [image.new_zeros(shape) for shape in self.state_shapes(batch, height, width)]
+
+    def _remember(self, level: str, x: Tensor, states: list[Tensor], new_states: list[Tensor]) -> Tensor:
+        """``x`` through the level's recurrent unit, if it has one (its new state appended to ``new_states``)."""
+        if level not in self.recurrent:
+            return x
+        x, state = self.recurrent[level](x, states[len(new_states)])
+        new_states.append(state)
+        return x
 
     def forward(
-        self, image: Tensor, mask: Tensor, r2: Tensor, r3: Tensor, r4: Tensor
-    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        self, image: Tensor, mask: Tensor, r2: Tensor, r3: Tensor, r4: Tensor, *state: Tensor
+    ) -> Tensor | tuple[Tensor, ...]:
         """Args:
             image: ``(B, 3, H, W)`` RGB in [0, 1].
             mask: SPD's saliency mask ``(B, 1, H/4, W/4)``.
             r2, r3, r4: SPD's front-end features at output strides 4, 8, 16.
+            state: a recurrent model's state tensors (:attr:`state_names`), the previous frame's; none given
+                starts a stream (zeros). A stateless model takes none.
 
         Returns: in training ``(alpha_os8, alpha_os4, alpha)``, in eval ``alpha``; each in [0, 1],
-        ``alpha`` is ``(B, 1, H, W)``.
+        ``alpha`` is ``(B, 1, H, W)``. A recurrent model returns its new state tensors after them.
         """
+        if state and len(state) != len(self.recurrent):
+            raise ValueError(f"SPGM takes {len(self.recurrent)} state tensors ({self.state_names}), got {len(state)}")
+        states = list(state) if state else self.initial_state(image)
+        new_states: list[Tensor] = []
         rgb = self.normalize(image)
         full_mask = F.interpolate(mask, size=image.shape[-2:], mode="bilinear", align_corners=False)
         stem, *features = self.encoder(torch.cat([rgb, full_mask], dim=1))
@@ -205,15 +295,18 @@ class SPGM(nn.Module):
             if stage in self.tst:
                 features[index] = self.tst[stage](features[index], guides[index])
         f2, f3, f4 = features
-        x = self.bottleneck(f4)
+        x = self._remember("os16", self.bottleneck(f4), states, new_states)
         x, alpha_os8 = self.levels[0](torch.cat([upsample2(x), f3], dim=1), mask)
+        x = self._remember("os8", x, states, new_states)
         x, alpha_os4 = self.levels[1](torch.cat([upsample2(x), f2], dim=1), alpha_os8)
+        x = self._remember("os4", x, states, new_states)
         x = self.stem_fuse(torch.cat([upsample2(x), stem], dim=1))
         if self.refine_stride == 1:
             x, alpha = self.levels[2](torch.cat([upsample2(x), rgb], dim=1), alpha_os4)
         else:
             x, alpha = self.levels[2](torch.cat([x, F.avg_pool2d(rgb, 2)], dim=1), alpha_os4)
             alpha = resize_to(alpha, image)  # bilinear between values in [0, 1] stays in [0, 1]
-        if self.training:
-            return alpha_os8, alpha_os4, alpha
-        return alpha
+        outputs = (alpha_os8, alpha_os4, alpha) if self.training else (alpha,)
+        if not self.recurrent:
+            return outputs if self.training else alpha
+        return (*outputs, *new_states)
