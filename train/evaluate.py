@@ -21,6 +21,8 @@ def predict_alpha(spd: nn.Module, spgm: nn.Module, image: Tensor) -> Tensor:
     padded, size = pad_to_multiple(image, 32)
     mask, r2, r3, r4 = spd(padded)
     alpha = spgm(padded, mask, r2, r3, r4)
+    if isinstance(alpha, tuple):  # a recurrent SPGM: (alpha, *state), each image the first frame of a stream
+        alpha = alpha[0]
     assert isinstance(alpha, Tensor), "SPGM must be in eval mode"
     return crop_to(alpha, size)
 

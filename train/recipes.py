@@ -13,7 +13,7 @@ from typing import Any
 
 from spgim.errors import SpgimError
 
-STAGES = ("caption", "spd", "spgm")
+STAGES = ("caption", "spd", "spgm", "spgm-seq")
 
 # Paper A.1: epochs at which the learning rate is divided by 10, per dataset.
 PAPER_MILESTONES: dict[str, dict[str, list[int]]] = {
@@ -99,6 +99,26 @@ for _stage in ("spd", "spgm"):
     RECIPES["live"][_stage]["crop"] = 256
 # Half of SPGM's guides are S(the truth moved a little), as a stream's propagated guide between keyframes.
 RECIPES["live"]["spgm"]["propagated_guide"] = 0.5
+# SPGM on generated sequences, closed-loop as a stream runs it (spgim.train.stages.SPGMSequenceStage): a
+# fine-tune from a trained pair, so a low rate; 16 frames hold two keyframe intervals of the live defaults.
+_SEQUENCES = {
+    "optimizer": "adam",
+    "lr": 3e-4,
+    "schedule": "step",
+    "milestones": [6],
+    "epochs": 8,
+    "batch_size": 2,
+    "sequences_per_epoch": 200,
+    "seq_frames": 16,
+    "seq_size": [192, 128],
+    "cut_share": 0.25,
+    "temporal": 5.0,
+    "val_sequences": 8,
+    "loss_weights": [1.0, 2.0, 3.0],
+    "keyframe_interval": None,  # None: the configuration's stream default (live 8; tiny 0, SPD on every frame)
+}
+for _config in ("tiny", "live"):
+    RECIPES[_config]["spgm-seq"] = copy.deepcopy(_SEQUENCES)
 
 
 def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -106,11 +126,11 @@ def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **ove
 
     Args:
         config_name: ``"paper"``, ``"tiny"`` or ``"live"``.
-        stage: ``"caption"``, ``"spd"`` or ``"spgm"``.
+        stage: ``"caption"``, ``"spd"``, ``"spgm"`` or ``"spgm-seq"``.
         preset: a dataset of :data:`PAPER_MILESTONES` whose step decays to use.
         overrides: recipe fields; ``None`` values are ignored (unset command-line flags).
     """
-    if config_name not in RECIPES or stage not in STAGES:
+    if config_name not in RECIPES or stage not in STAGES or stage not in RECIPES[config_name]:
         raise SpgimError(f"no recipe for config {config_name!r} stage {stage!r}")
     recipe = copy.deepcopy(RECIPES[config_name][stage])
     recipe.setdefault("max_steps_per_epoch", None)  # a cap for smoke runs; None = the whole epoch

@@ -1,7 +1,7 @@
-"""The three training stages: caption pre-training, SPD (saliency mask), SPGM (alpha).
+"""The training stages: caption pre-training, SPD (saliency mask), SPGM (alpha), and SPGM on sequences.
 
 Each stage builds its model, data, parameter groups, loss and validation score for
-:func:`spgim.train.loop.run_training`; the command ``spgim train caption|spd|spgm`` picks one.
+:func:`spgim.train.loop.run_training`; the command ``spgim train caption|spd|spgm|spgm-seq`` picks one.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from spgim.errors import SpgimError
 
 from .checkpoint import load_checkpoint, load_model, weights_digest
-from .config import config_differences, get_config
+from .config import LIVE_RECURRENT, config_differences, get_config, stream_defaults
 from .data.captions import CaptionTokenizer, CocoCaptionsDataset, load_coco_captions, train_tokenizer
 from .data.matting import MattingTestDataset, MattingTrainDataset
+from .data.sequences import SequenceDataset
 from .distributed import DistInfo, barrier
 from .evaluate import validation_sad
 from .models import SPD, SPGM, CaptionModel, guide_channels, saliency_target
@@ -31,15 +32,22 @@ def load_branch_weights(
     """Start ``model`` from a checkpoint of the same branch and configuration (fine-tuning).
 
     SPGM's ``refine_stride`` may differ: it says where the last decoder level runs, not what its
-    weights are, so a checkpoint trained at one stride starts a fine-tune at the other.
+    weights are, so a checkpoint trained at one stride starts a fine-tune at the other. A stateless SPGM starts a
+    recurrent one: its recurrent units keep their zero start, so it begins as the stateless model.
     """
     wanted, started = config[branch], payload["config"][branch]
     if branch == "spgm":
-        wanted = {key: value for key, value in wanted.items() if key != "refine_stride"}
-        started = {key: value for key, value in started.items() if key != "refine_stride"}
+        wanted = {key: value for key, value in wanted.items() if key not in ("refine_stride", "recurrent")}
+        started = {key: value for key, value in started.items() if key not in ("refine_stride", "recurrent")}
     differences = config_differences(wanted, started, branch)
     if differences:
         raise SpgimError(f"--init {path} was made for another configuration: {differences[0]}")
+    if branch == "spgm" and config[branch].get("recurrent") and not payload["config"][branch].get("recurrent"):
+        # A recurrent SPGM started from a stateless one: its recurrent units keep their zero start.
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        if unexpected or any(not key.startswith("recurrent.") for key in missing):
+            raise SpgimError(f"--init {path} does not hold this SPGM's weights: {(unexpected or missing)[0]}")
+        return
     model.load_state_dict(payload["state_dict"])
 
 
@@ -331,3 +339,165 @@ class SPGMStage:
 def _warp(image: Tensor, grid: Tensor) -> Tensor:
     """``image`` resampled at ``grid`` (bilinear; outside the image, its border)."""
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class SPGMSequenceStage:
+    """SPGM fine-tuned on generated sequences, closed-loop, exactly as a stream runs it.
+
+    Per sequence, SPD (frozen) runs on keyframes only: the first frame, every ``keyframe_interval`` frames after
+    the last keyframe, and the first frame after a hard cut. Between keyframes SPGM reads the keyframe's cached
+    features with S(its own previous alpha) as the guide, as :class:`spgim.runtime.keyframes.KeyframeScheduler`
+    does. A recurrent SPGM (``recurrent``) carries its state from frame to frame, from zeros at the start and
+    after a cut. The loss is Eq. 6 on every frame plus ``temporal`` x MSE(the predicted alpha's change from the
+    previous frame, the true alpha's change), the term RobustVideoMatting trains with; it is not taken across a
+    cut. The same stage without ``recurrent`` is the control arm: same data, steps and seeds, no memory.
+    """
+
+    branch = "spgm"
+
+    def __init__(
+        self,
+        *,
+        data: Path,
+        config_name: str,
+        recipe: dict[str, Any],
+        info: DistInfo,
+        seed: int,
+        spd_path: Path,
+        init: Path | None = None,
+        recurrent: bool = False,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.info = recipe, info
+        self.config = resume["config"] if resume else get_config(config_name)
+        if resume is None and recurrent:
+            self.config["spgm"]["recurrent"] = dict(LIVE_RECURRENT)
+        spd_payload = load_checkpoint(spd_path, branch="spd")
+        differences = config_differences(self.config["spd"], spd_payload["config"]["spd"], "spd")
+        if differences:
+            raise SpgimError(f"SPD checkpoint {spd_path} was made for another configuration: {differences[0]}")
+        self.spd = load_model(spd_path, "spd").eval().to(info.device)
+        self.spd.requires_grad_(False)
+        self.spd_digest = weights_digest(self.spd.state_dict())
+        if resume is not None and resume["extra"].get("spd_digest") != self.spd_digest:
+            raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
+        self.spd_path = str(spd_path)
+        self.guide_sigma = float(spd_payload.get("extra", {}).get("mask_sigma") or 1.0)
+        given = recipe.get("keyframe_interval")
+        self.keyframe_interval = int(given) if given is not None else stream_defaults(self.config).keyframe_interval
+        self.model = SPGM(self.config["spgm"], guide_channels(self.config))
+        self.init = str(init) if init else None
+        if resume is None and init is not None:
+            load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
+        size = (int(recipe["seq_size"][0]), int(recipe["seq_size"][1]))
+        frames = int(recipe["seq_frames"])
+        self.train_set = SequenceDataset(
+            recipe["sequences_per_epoch"], frames=frames, size=size, seed=seed, cut_share=recipe["cut_share"]
+        )
+        # Held out: drawn from a seed no training run uses (training seeds are the runs' --seed, 0 and up).
+        self.val_set = SequenceDataset(recipe["val_sequences"], frames=frames, size=size, seed=-1, cut_share=0.25)
+        self.val_images = MattingTestDataset(data) if (data / "test").is_dir() else None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        frame_loss, temporal, _ = self._closed_loop(model, batch)
+        return frame_loss + float(self.recipe["temporal"]) * temporal
+
+    def _closed_loop(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Run the sequences of ``batch`` as a stream would; returns (mean Eq. 6 loss, mean temporal MSE, the
+        final alpha of each frame, detached).
+
+        SPD every ``keyframe_interval`` frames (the recipe's, or the configuration's stream default; 0 is every
+        frame)."""
+        images, targets, cuts = batch["image"], batch["alpha"], batch["cut"]
+        count, length = images.shape[:2]
+        interval = max(1, self.keyframe_interval)
+        since_keyframe = torch.zeros(count, dtype=torch.int64, device=images.device)
+        cached: tuple[Tensor, ...] | None = None
+        previous_alpha: Tensor | None = None
+        state: list[Tensor] = []
+        inner: Any = getattr(model, "module", model)  # model may be DDP-wrapped
+        states = len(inner.recurrent)
+        previous_prediction: Tensor | None = None
+        predictions: list[Tensor] = []
+        frame_total = images.new_zeros(())
+        temporal_total = images.new_zeros(())
+        temporal_frames = images.new_zeros(())
+        for index in range(length):
+            image, target = images[:, index], targets[:, index]
+            cut = (cuts == index) & (cuts > 0)
+            fresh = (since_keyframe >= interval) | cut | (index == 0)
+            with torch.no_grad():
+                if cached is None or bool(fresh.any()):
+                    features = tuple(self.spd(image))
+                    if cached is None:
+                        cached = features
+                    else:
+                        pick = fresh.view(-1, 1, 1, 1)
+                        cached = tuple(torch.where(pick, new, old) for new, old in zip(features, cached, strict=True))
+                mask = cached[0]
+                if previous_alpha is not None:
+                    guide = saliency_target(previous_alpha, (mask.shape[-2], mask.shape[-1]), self.guide_sigma)
+                    mask = torch.where(fresh.view(-1, 1, 1, 1), mask, guide)
+            since_keyframe = torch.where(fresh, torch.ones_like(since_keyframe), since_keyframe + 1)
+            if state:
+                keep = (~cut).to(image.dtype).view(-1, 1, 1, 1)
+                state = [s * keep for s in state]  # zeros after a cut, as at a stream's start
+            outputs = model(image, mask, *cached[1:], *state)
+            outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+            split = len(outputs) - states
+            alphas, state = outputs[:split], list(outputs[split:])
+            alpha = alphas[-1]
+            frame_total = frame_total + self._alpha_loss(alphas if model.training else (alpha,), target)
+            if previous_prediction is not None:
+                valid = (~cut).to(image.dtype).view(-1, 1, 1, 1)
+                change = (alpha - previous_prediction) - (target - targets[:, index - 1])
+                temporal_total = temporal_total + (change.pow(2) * valid).mean(dim=(1, 2, 3)).sum()
+                temporal_frames = temporal_frames + valid.sum()
+            previous_prediction = alpha
+            previous_alpha = alpha.detach().clamp(0.0, 1.0)
+            predictions.append(previous_alpha)
+        return frame_total / length, temporal_total / temporal_frames.clamp_min(1.0), predictions
+
+    def _alpha_loss(self, alphas: tuple[Tensor, ...], target: Tensor) -> Tensor:
+        """Eq. 6 over the decoder's alphas in training; the final alpha's L1 alone in validation."""
+        weights = self.recipe["loss_weights"] if len(alphas) > 1 else [1.0]
+        total = target.new_zeros(())
+        for weight, alpha in zip(weights, alphas, strict=True):
+            if alpha.shape[-2:] != target.shape[-2:]:
+                alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + weight * F.l1_loss(alpha, target)
+        return total
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """On held-out sequences, run as in training: the mean per-frame MAE and temporal MSE; their sum (the
+        temporal term weighted as in the loss) is the score."""
+        self.model.eval()
+        maes: list[float] = []
+        temporals: list[float] = []
+        for index in range(len(self.val_set)):
+            sample = self.val_set[index]
+            batch = {key: value.unsqueeze(0).to(self.info.device) for key, value in sample.items()}
+            frame_error, change_error, _ = self._closed_loop(self.model, batch)
+            maes.append(float(frame_error))
+            temporals.append(float(change_error))
+        mae, temporal = float(np.mean(maes)), float(np.mean(temporals))
+        numbers: dict[str, float] = {
+            "val_mae": mae,
+            "val_temporal_mse": temporal,
+            "score": mae + float(self.recipe["temporal"]) * temporal,
+        }
+        if self.val_images is not None:
+            numbers["val_sad"] = validation_sad(self.spd, self.model, self.val_images, self.info.device)
+        return numbers
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {
+            "spd_digest": self.spd_digest,
+            "spd_checkpoint": self.spd_path,
+            "init": self.init,
+            "sequences": self.train_set.describe(),
+        }

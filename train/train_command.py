@@ -15,7 +15,9 @@ TRAIN_EXAMPLE = """example:
   spgim train spd --data data --config tiny --out runs/spd --init runs/caption/best.pt
   spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt
   torchrun --nproc_per_node 2 -m spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt
-  spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt --resume runs/spgm/last.pt"""
+  spgim train spgm --data data --config tiny --out runs/spgm --spd runs/spd/best.pt --resume runs/spgm/last.pt
+  spgim train spgm-seq --data data --config live --out runs/seq --spd runs/spd/best.pt --init runs/spgm/best.pt \
+      --recurrent"""
 
 EVAL_EXAMPLE = """example:
   spgim eval --spd runs/spd/best.pt --spgm runs/spgm/best.pt --data data --out metrics.json"""
@@ -23,7 +25,11 @@ EVAL_EXAMPLE = """example:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``spgim train``."""
-    parser.add_argument("stage", choices=["caption", "spd", "spgm"], help="which stage to train")
+    parser.add_argument(
+        "stage",
+        choices=["caption", "spd", "spgm", "spgm-seq"],
+        help="which stage to train (spgm-seq: SPGM fine-tuned on generated sequences, closed-loop as a stream runs it)",
+    )
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (docs/data-layout.md)")
     parser.add_argument("--config", default="tiny", help="model configuration: paper, tiny or live (default tiny)")
     parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints and logs")
@@ -32,7 +38,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="spd: a caption checkpoint (its front-end) or an spd one; spgm: an spgm one (fine-tuning)",
     )
-    parser.add_argument("--spd", type=Path, help="spgm: the trained SPD checkpoint (kept frozen)")
+    parser.add_argument("--spd", type=Path, help="spgm, spgm-seq: the trained SPD checkpoint (kept frozen)")
+    parser.add_argument(
+        "--recurrent",
+        action="store_true",
+        help="spgm-seq: give SPGM memory across frames (ConvGRUs in its decoder, state reset at cuts); without it the "
+        "same sequence training runs on the stateless SPGM (the control)",
+    )
     parser.add_argument("--variant", help="spgm ablation: basic, basic+aft, spg-im-wo-aft, spg-im (default)")
     parser.add_argument(
         "--refine-stride",
@@ -75,15 +87,23 @@ def run_train(args: argparse.Namespace) -> int:
     from .distributed import setup_distributed, teardown_distributed
     from .loop import run_training
     from .recipes import get_recipe
-    from .stages import CaptionStage, SPDStage, SPGMStage
+    from .stages import CaptionStage, SPDStage, SPGMSequenceStage, SPGMStage
 
     if not args.data.is_dir():
         raise SpgimError(f"data folder {args.data} does not exist")
-    if args.stage == "spgm" and args.spd is None:
-        raise SpgimError("spgim train spgm needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
-    spgm_only = (args.spd, args.variant, args.shift_consistency, args.refine_stride)
+    if args.stage in ("spgm", "spgm-seq") and args.spd is None:
+        raise SpgimError(f"spgim train {args.stage} needs --spd SPD_CHECKPOINT (the trained SPD, kept frozen)")
+    spgm_only = (args.variant, args.shift_consistency, args.refine_stride)
     if args.stage != "spgm" and any(option is not None for option in spgm_only):
-        raise SpgimError("--spd, --variant, --shift-consistency and --refine-stride belong to the spgm stage")
+        raise SpgimError("--variant, --shift-consistency and --refine-stride belong to the spgm stage")
+    if args.stage not in ("spgm", "spgm-seq") and args.spd is not None:
+        raise SpgimError("--spd belongs to the spgm and spgm-seq stages")
+    if args.stage == "spgm-seq" and (args.crop is not None or args.bg_per_fg is not None):
+        raise SpgimError("--crop and --bg-per-fg shape image training; spgm-seq trains on generated sequences")
+    if args.recurrent and args.stage != "spgm-seq":
+        raise SpgimError("--recurrent belongs to the spgm-seq stage")
+    if args.recurrent and args.resume is not None:
+        raise SpgimError("--recurrent cannot change a run being resumed (its checkpoint says whether it is recurrent)")
     if args.refine_stride not in (None, 1, 2):
         raise SpgimError(f"--refine-stride must be 1 or 2, got {args.refine_stride}")
     if args.resume is not None and args.refine_stride is not None:
@@ -94,7 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("--init belongs to the spd stage (a caption or spd checkpoint) and spgm (an spgm one)")
     resume: dict[str, Any] | None = None
     if args.resume is not None:
-        resume = load_checkpoint(args.resume, branch=args.stage)
+        resume = load_checkpoint(args.resume, branch="spgm" if args.stage == "spgm-seq" else args.stage)
         if "train_state" not in resume["extra"]:
             raise SpgimError(f"{args.resume} holds no training state to resume from")
         recipe = dict(resume["extra"]["train_state"]["recipe"])
@@ -110,8 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             milestones=args.milestones,
-            bg_per_fg=args.bg_per_fg if args.stage != "caption" else None,
-            crop=args.crop if args.stage != "caption" else None,
+            bg_per_fg=args.bg_per_fg if args.stage not in ("caption", "spgm-seq") else None,
+            crop=args.crop if args.stage not in ("caption", "spgm-seq") else None,
             max_steps_per_epoch=args.max_steps_per_epoch,
             shift_consistency=args.shift_consistency,
         )
@@ -133,6 +153,8 @@ def run_train(args: argparse.Namespace) -> int:
             stage = CaptionStage(out_dir=args.out, **common)
         elif args.stage == "spd":
             stage = SPDStage(init=args.init, **common)
+        elif args.stage == "spgm-seq":
+            stage = SPGMSequenceStage(spd_path=args.spd, init=args.init, recurrent=args.recurrent, **common)
         else:
             stage = SPGMStage(
                 spd_path=args.spd, variant=args.variant, init=args.init, refine_stride=args.refine_stride, **common

@@ -40,6 +40,7 @@ _COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"
 _PENTATONIC = (0, 2, 4, 7, 9, 12, 14, 16)  # semitones above A3
 _MIN_SIDE, _MAX_SIDE = 32, 4096
 _PULSE_FRAMES = 48  # period of each object's growing and shrinking
+MOTIONS = ("steady", "eased")
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,20 +81,32 @@ class _Sprite:
     scale: tuple[float, float, float]  # base, amplitude, phase
 
 
-def render_frames(frames: int, size: tuple[int, int], seed: int) -> tuple[list[U8], list[U8], str, tuple[str, ...]]:
+def render_frames(
+    frames: int, size: tuple[int, int], seed: int, *, motion: str = "steady"
+) -> tuple[list[U8], list[U8], str, tuple[str, ...]]:
     """Composites and alphas of ``frames`` frames of ``size`` = ``(width, height)``.
+
+    Args:
+        motion: ``"steady"`` (objects at constant speed, the clips of the demo and the evaluation) or
+            ``"eased"`` (each object's clock runs by :func:`eased_clock`: it speeds up and slows down smoothly,
+            pauses and turns back, as the sequence training of a recurrent model needs).
 
     Returns: ``(rgb frames, alpha frames, photo name, object names)``; uint8, ``(H, W, 3)`` and ``(H, W)``.
     """
+    if motion not in MOTIONS:
+        raise SpgimError(f"unknown motion {motion!r}; choose one of {', '.join(MOTIONS)}")
     width, height = size
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC11B]))
     photo = _SCENE_PHOTOS[int(rng.integers(len(_SCENE_PHOTOS)))]
     pan = _Pan(load_photo(photo), width, height, frames, rng)
     sprites = [_sprite(rng, width, height, frames) for _ in range(int(rng.integers(1, 4)))]
+    # The steady clips draw nothing more from rng, so a seed still gives the clip it always gave.
+    clocks = [eased_clock(frames, rng) if motion == "eased" else np.arange(frames, dtype=np.float64) for _ in sprites]
     images: list[U8] = []
     alphas: list[U8] = []
     for index in range(frames):
-        colours, coverages = zip(*(_place(sprite, index, width, height) for sprite in sprites), strict=True)
+        placed = (_place(sprite, clock[index], width, height) for sprite, clock in zip(sprites, clocks, strict=True))
+        colours, coverages = zip(*placed, strict=True)
         fg, alpha = _over(list(colours), list(coverages))
         images.append(composite(fg, pan.frame(index), alpha))
         alphas.append(alpha)
@@ -142,6 +155,27 @@ def _sprite(rng: np.random.Generator, width: int, height: int, frames: int) -> _
     return _Sprite(spec.phrase(), rgb, alpha, start, velocity, spin, scale)
 
 
+def eased_clock(frames: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    """An object's own time at each frame: speeds held for 4-12 frames and eased from one to the next.
+
+    The speeds (frames of steady motion per frame) are drawn from a pause (0), slow, normal, fast and
+    backwards (-1: the object turns back along its path); a smoothstep eases each change over the first
+    half of its segment, so motion starts and stops without a jump, as a hand or a head does.
+    """
+    speeds = np.empty(frames, np.float64)
+    choices = (0.0, 0.5, 1.0, 2.0, -1.0)
+    previous, start = 1.0, 0
+    while start < frames:
+        length = int(rng.integers(4, 13))
+        target = choices[int(rng.integers(len(choices)))]
+        steps = np.arange(min(length, frames - start), dtype=np.float64)
+        ease = np.clip(steps / max(1.0, length / 2), 0.0, 1.0)
+        ease = ease * ease * (3 - 2 * ease)
+        speeds[start : start + len(steps)] = previous + (target - previous) * ease
+        previous, start = target, start + length
+    return np.concatenate([[0.0], np.cumsum(speeds[:-1])])
+
+
 def _bounce(position: float, low: float, high: float) -> float:
     """Fold a straight path back and forth between ``low`` and ``high``."""
     span = high - low
@@ -151,8 +185,8 @@ def _bounce(position: float, low: float, high: float) -> float:
     return low + (offset if offset <= span else 2 * span - offset)
 
 
-def _place(sprite: _Sprite, index: int, width: int, height: int) -> tuple[F32, F32]:
-    """The sprite's colour and alpha at frame ``index``, warped into the frame."""
+def _place(sprite: _Sprite, index: float, width: int, height: int) -> tuple[F32, F32]:
+    """The sprite's colour and alpha at its time ``index`` (in frames of steady motion), warped into the frame."""
     base, amplitude, phase = sprite.scale
     scale = base + amplitude * math.sin(2 * np.pi * index / _PULSE_FRAMES + phase)
     side = sprite.alpha.shape[0]

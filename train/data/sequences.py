@@ -1,0 +1,72 @@
+"""Training sequences for a recurrent SPGM: short clips from the clip renderer, some joined by a hard cut.
+
+Each sample is drawn from its own seed (``seed_base + index``), far from the seeds of the demo and evaluation
+clips (0 to a few hundred), so no evaluation clip is ever trained on. Objects move with eased motion, pauses and
+reversals (:func:`.clips.eased_clock`); a share of the samples are two clips joined at a random frame, where a
+stream's runtime would see a scene cut and start afresh (the training resets the state there too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .clips import render_frames
+
+# Far above every seed the demo, the tests and the evaluation clips use.
+SEQUENCE_SEED_BASE = 1_000_000
+
+
+class SequenceDataset(Dataset[dict[str, Tensor]]):
+    """``length`` generated sequences of ``frames`` frames of ``size`` = (width, height).
+
+    A sample: ``image`` float32 ``(T, 3, H, W)`` RGB in [0, 1], ``alpha`` float32 ``(T, 1, H, W)``, and ``cut``
+    int64: the first frame of the second clip, or 0 where the sample is one clip.
+
+    Args:
+        length: samples per epoch.
+        frames: frames per sample.
+        size: (width, height), multiples of 32.
+        seed: the run's seed; sample ``i`` of epoch-independent index ``i`` is drawn from
+            ``SEQUENCE_SEED_BASE + seed * length + i``, so two seeds see different clips.
+        cut_share: the share of samples that are two clips joined by a hard cut.
+    """
+
+    def __init__(
+        self, length: int, *, frames: int, size: tuple[int, int], seed: int = 0, cut_share: float = 0.25
+    ) -> None:
+        if frames < 2:
+            raise ValueError(f"a sequence needs at least 2 frames, got {frames}")
+        if size[0] % 32 or size[1] % 32:
+            raise ValueError(f"sequence size must be multiples of 32, got {size[0]}x{size[1]}")
+        self.length, self.frames, self.size = length, frames, size
+        self.seed, self.cut_share = seed, cut_share
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample_seed(self, index: int) -> int:
+        """The seed sample ``index`` is drawn from."""
+        return SEQUENCE_SEED_BASE + self.seed * self.length + index
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        seed = self.sample_seed(index)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E9]))
+        cut = 0
+        if rng.random() < self.cut_share:
+            cut = int(rng.integers(2, self.frames - 1)) if self.frames > 3 else 1
+        images, alphas, _, _ = render_frames(self.frames, self.size, seed, motion="eased")
+        if cut:
+            after, after_alphas, _, _ = render_frames(self.frames - cut, self.size, seed + 7_919_000, motion="eased")
+            images, alphas = images[:cut] + after, alphas[:cut] + after_alphas
+        image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+        alpha = torch.from_numpy(np.stack(alphas))[:, None].float() / 255.0
+        return {"image": image, "alpha": alpha, "cut": torch.tensor(cut, dtype=torch.int64)}
+
+    def describe(self) -> dict[str, Any]:
+        """What the sequences are, for the checkpoint."""
+        return {"frames": self.frames, "size": list(self.size), "seed": self.seed, "cut_share": self.cut_share}
