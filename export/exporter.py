@@ -31,7 +31,7 @@ from spgim.train.summary import model_summary
 
 from .attention_nodes import DEFAULT_PORTABLE_ATTENTION, portable_attention
 from .formats import FORMATS
-from .io_spec import FRAME_PROFILE_HW, spd_spec, spgm_spec, upsample_spec
+from .io_spec import FRAME_PROFILE_HW, recurrent_state, spd_spec, spgm_spec, upsample_spec
 from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
 from .profile import SizeProfile, size_profile, stream_note
 from .sidecar import file_sha256, write_sidecar
@@ -107,12 +107,18 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
     ).eval()
     height, width = profile.opt_hw
     frame_hw = frame_sizes[1]
-    specs = {"spd": spd_spec(channels), "spgm": spgm_spec(channels), UPSAMPLE: upsample_spec(dynamic=request.dynamic)}
+    state = recurrent_state(spgm)
+    specs = {
+        "spd": spd_spec(channels),
+        "spgm": spgm_spec(channels, state),
+        UPSAMPLE: upsample_spec(dynamic=request.dynamic),
+    }
     (image,) = specs["spd"].dummy_inputs(height, width, request.batch[1])
     with torch.no_grad():
         examples = {
             "spd": (image,),
-            "spgm": (image, *spd(image)),
+            # A recurrent SPGM is traced with a stream's first state (zeros); its graph takes any state.
+            "spgm": (image, *spd(image), *(torch.zeros(t.shape(len(image), height, width)) for t in state)),
             # Traced at the opt frame size, which differs from the working size: nothing ties the two.
             UPSAMPLE: specs[UPSAMPLE].dummy_inputs(height, width, request.batch[1], frame_hw=frame_hw),
         }

@@ -5,6 +5,12 @@ keep SPD's outputs on the device and bind them straight to SPGM's inputs. The na
 (symbolic in batch, height and width), dtypes, dynamic axes, dummy inputs and TensorRT min/opt/max
 profiles all come from here; the exporter, the sidecars and the runtime read the same spec.
 
+A recurrent SPGM (``spgm.recurrent``) has state: its graph takes one tensor per
+:attr:`~spgim.train.models.spgm.SPGM.state_names` after SPD's outputs (``state_os16``, ...) and gives the
+next frame's after the alpha (``next_state_os16``, ...: ONNX forbids an output sharing an input's name).
+They are tensors like the others, at their level's output stride (:func:`recurrent_state`), so every
+format, sidecar and TensorRT profile carries them without a case of its own.
+
 A third small graph, ``upsample`` (:class:`spgim.train.models.upsample.GuidedUpsampler`), takes the
 working-size alpha and image and the full-resolution frame as the decoder gives it: ``(N, H, W, 3)``
 uint8. Its frame-sized tensors are not tied to the working size (``frame=True``: own symbols
@@ -13,15 +19,19 @@ uint8. Its frame-sized tensors are not tied to the working size (``frame=True``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 # Output stride of each tensor: its height and width are the input's divided by this.
 SPD_OUTPUT_STRIDES = {"mask": 4, "r2": 4, "r3": 8, "r4": 16}
 # The upsample graph's frame sizes, (height, width): min, opt, max (TensorRT profile, pt2 bounds).
 FRAME_PROFILE_HW = ((32, 32), (720, 1280), (2160, 3840))
+# The output of a recurrent SPGM that carries the state input ``state_os16`` to the next frame: ``next_state_os16``.
+NEXT_STATE_PREFIX = "next_"
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 
 
@@ -174,10 +184,27 @@ def spd_spec(guide_channels: list[int]) -> GraphSpec:
     return GraphSpec("spd", (TensorSpec("image", 3, 1),), outputs)
 
 
-def spgm_spec(guide_channels: list[int]) -> GraphSpec:
-    """SPGM: ``(image, mask, r2, r3, r4) -> alpha``; its inputs after ``image`` are SPD's outputs."""
+def spgm_spec(guide_channels: list[int], state: Sequence[TensorSpec] = ()) -> GraphSpec:
+    """SPGM: ``(image, mask, r2, r3, r4, *state) -> (alpha, *next_state)``; its inputs after ``image`` are SPD's
+    outputs, then a recurrent SPGM's state (:func:`recurrent_state`; none for a stateless one)."""
     spd = spd_spec(guide_channels)
-    return GraphSpec("spgm", (TensorSpec("image", 3, 1), *spd.outputs), (TensorSpec("alpha", 1, 1),))
+    following = (TensorSpec(NEXT_STATE_PREFIX + t.name, t.channels, t.stride) for t in state)
+    inputs = (TensorSpec("image", 3, 1), *spd.outputs, *state)
+    return GraphSpec("spgm", inputs, (TensorSpec("alpha", 1, 1), *following))
+
+
+def recurrent_state(spgm: nn.Module) -> tuple[TensorSpec, ...]:
+    """The state tensors of a recurrent SPGM, in the order it takes them; () for a stateless one.
+
+    Names from :attr:`~spgim.train.models.spgm.SPGM.state_names`, channels and strides from its
+    :meth:`~spgim.train.models.spgm.SPGM.state_shapes` (asked at a size every stride divides).
+    """
+    names = tuple(getattr(spgm, "state_names", ()))
+    if not names:
+        return ()
+    side = 32 * 64
+    shapes = spgm.state_shapes(1, side, side)  # type: ignore[operator]
+    return tuple(TensorSpec(name, shape[1], side // shape[2]) for name, shape in zip(names, shapes, strict=True))
 
 
 def upsample_spec(*, dynamic: bool = True) -> GraphSpec:

@@ -20,6 +20,7 @@ Decisions:
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def export_pt2(
     if dtype != torch.float32:
         model = _cast_copy(model, dtype)
     inputs = tuple(tensor.to(dtype) for tensor in example)
-    shapes = dynamic_shapes(spec, min_hw, max_hw) if dynamic else None
+    shapes = _by_argument(model, spec, dynamic_shapes(spec, min_hw, max_hw)) if dynamic else None
     start = time.perf_counter()
     with torch.no_grad(), attention_impl(model, "fused"):
         try:
@@ -152,6 +153,16 @@ def accepted_sizes(
         smallest.append(int(expr.subs(symbol, bounds.lower)))
         largest.append(int(expr.subs(symbol, bounds.upper)))
     return smallest, largest
+
+
+def _by_argument(model: nn.Module, spec: GraphSpec, shapes: dict[str, dict[int, Any]]) -> dict[str, Any]:
+    """The inputs' dynamic shapes keyed as ``torch.export`` binds them to ``model.forward``'s arguments.
+
+    The same as by input name where every input is an argument of its own; a recurrent SPGM's state tensors
+    arrive through ``*state``, which takes the tuple of their shapes.
+    """
+    bound = inspect.signature(model.forward).bind(*(shapes[t.name] for t in spec.inputs))
+    return dict(bound.arguments)
 
 
 def _cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -23,7 +23,7 @@ from spgim.errors import SpgimError
 from spgim.machine import cpu_facts, native_bf16_missing
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch
+from .protocol import batch_slices, check_fixed_batch, check_state, recurrent_state
 
 PRECISIONS = ("fp32", "bf16")
 # Checked once per process, on a package's first call: set before that call so it holds for ours.
@@ -120,6 +120,7 @@ class AOTInductorBackend:
             torch.set_num_threads(threads)
         self.sizes = _size_range(spgm.sidecar)
         self.batch = int(spgm.sidecar.get("batch", 1))
+        self.state_tensors = recurrent_state(spgm.sidecar)
         self.spd = load_package(spd.path)
         self.spgm = load_package(spgm.path)
         self.package_names = f"{spd.path.name}/{spgm.path.name}"
@@ -161,12 +162,20 @@ class AOTInductorBackend:
         """SPD's outputs as tensors in the package's dtype (kept as tensors: numpy has no bfloat16)."""
         return tuple(self._call(self.spd, self._tensor(image)))
 
-    def run_spgm(self, image: Any, features: Sequence[Any]) -> np.ndarray:
-        alpha = self._call(self.spgm, self._tensor(image), *(self._tensor(f) for f in features))
-        if isinstance(alpha, list | tuple):
-            (alpha,) = alpha
+    def run_spgm(self, image: Any, features: Sequence[Any], state: Sequence[Any] | None = None) -> Any:
+        """Alpha float32 (numpy); with ``state``, ``(alpha, new_state)``, the state as tensors in the package's
+        dtype (see :meth:`~.protocol.Backend.run_spgm`)."""
+        x = self._tensor(image)
+        given = tuple(state or ())
+        check_state(self.state_tensors, given, x.shape, self.name)
+        if not given:
+            batch, _, height, width = x.shape
+            zeros = self.torch.zeros
+            given = tuple(zeros(t.shape(batch, height, width), dtype=self.dtype) for t in self.state_tensors)
+        outputs = self._call(self.spgm, x, *(self._tensor(f) for f in (*features, *given)))
+        alpha, *new_state = outputs if isinstance(outputs, list | tuple) else (outputs,)
         result: np.ndarray = alpha.float().contiguous().numpy()
-        return result
+        return result if state is None else (result, tuple(new_state))
 
 
 def resnet50_aoti(image: Any, *, precision: str, workdir: Path) -> Callable[[], Any]:

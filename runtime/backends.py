@@ -16,7 +16,7 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
-from .protocol import SPD_OUTPUTS, batch_slices, check_fixed_batch, fixed_batch
+from .protocol import SPD_OUTPUTS, batch_slices, check_fixed_batch, check_state, fixed_batch, recurrent_state
 
 SPGM_INPUTS = ("image", *SPD_OUTPUTS)
 
@@ -48,6 +48,7 @@ class OnnxRuntimeBackend:
 
         self.name = f"onnxruntime ({spgm.format}, {spgm.precision})"
         self.dtype = np.float16 if spgm.precision == "fp16" else np.float32
+        self.state_tensors = recurrent_state(spgm.sidecar)
         options = session_options(threads=threads, spinning=spinning)
         try:
             self.spd = ort.InferenceSession(str(spd.path), options, providers=["CPUExecutionProvider"])
@@ -66,10 +67,21 @@ class OnnxRuntimeBackend:
         """SPD's outputs, in the graph's dtype (float16 for fp16 graphs)."""
         return tuple(self.spd.run(None, {"image": image.astype(self.dtype, copy=False)}))
 
-    def run_spgm(self, image: np.ndarray, features: Sequence[np.ndarray]) -> np.ndarray:
+    def run_spgm(
+        self, image: np.ndarray, features: Sequence[np.ndarray], state: Sequence[np.ndarray] | None = None
+    ) -> Any:
+        """Alpha float32; with ``state``, ``(alpha, new_state)`` (see :meth:`~.protocol.Backend.run_spgm`)."""
+        given = tuple(state or ())
+        check_state(self.state_tensors, given, image.shape, self.name)
+        if not given:
+            given = tuple(np.zeros(t.shape(len(image), *image.shape[2:]), self.dtype) for t in self.state_tensors)
         inputs = [np.asarray(x, dtype=self.dtype) for x in (image, *features)]
-        alpha = self.spgm.run(None, dict(zip(SPGM_INPUTS, inputs, strict=True)))[0]
-        return np.asarray(alpha, dtype=np.float32)
+        feed = dict(zip(SPGM_INPUTS, inputs, strict=True))
+        feed.update((t.name, np.asarray(x, dtype=self.dtype)) for t, x in zip(self.state_tensors, given, strict=True))
+        wanted = [self.spgm.get_outputs()[0].name, *(t.output for t in self.state_tensors)]
+        alpha, *new_state = self.spgm.run(wanted, feed)
+        alpha = np.asarray(alpha, dtype=np.float32)
+        return alpha if state is None else (alpha, tuple(new_state))
 
 
 class TorchScriptBackend:
@@ -89,6 +101,7 @@ class TorchScriptBackend:
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
         self.device = device
         self.name = f"torchscript ({dtype})" if device == "cpu" else f"torchscript-cuda ({dtype})"
+        self.state_tensors = recurrent_state(spgm.sidecar)
         if device != "cpu" and not torch.cuda.is_available():
             raise SpgimError("torchscript-cuda needs a CUDA GPU visible to torch (torch.cuda.is_available() is False)")
         try:
@@ -111,24 +124,41 @@ class TorchScriptBackend:
     def infer(self, image: np.ndarray) -> np.ndarray:
         x = self._tensor(image)
         with self.torch.inference_mode():
-            alpha: Any = self.spgm(x, *self.spd(x))
+            alpha, _ = self._spgm(x, self.spd(x), ())
         return alpha.float().cpu().contiguous().numpy()
 
     def infer_tensor(self, image: Any) -> Any:
         """Alpha ``(N, 1, H, W)`` float32 on ``device`` for an image tensor ``(N, 3, H, W)`` in [0, 1] there."""
         x = self._tensor(image)
         with self.torch.no_grad():
-            alpha: Any = self.spgm(x, *self.spd(x))
+            alpha, _ = self._spgm(x, self.spd(x), ())
         return alpha.float()
+
+    def _spgm(self, x: Any, features: Sequence[Any], state: Sequence[Any]) -> tuple[Any, tuple[Any, ...]]:
+        """The traced SPGM on tensors in the run's dtype: ``(alpha, new_state)``; an empty state means zeros."""
+        check_state(self.state_tensors, state, x.shape, self.name)
+        if not state:
+            batch, _, height, width = x.shape
+            zeros = self.torch.zeros
+            state = [
+                zeros(t.shape(batch, height, width), dtype=self.dtype, device=x.device) for t in self.state_tensors
+            ]
+        outputs: Any = self.spgm(x, *features, *(self._tensor(s) for s in state))
+        if not self.state_tensors:
+            return outputs, ()
+        alpha, *new_state = outputs
+        return alpha, tuple(new_state)
 
     def run_spd(self, image: Any) -> tuple[Any, ...]:
         """SPD's outputs as tensors in the run's dtype, on :attr:`device` (numpy or tensor in)."""
         with self.torch.no_grad():
             return tuple(self.spd(self._tensor(image)))
 
-    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
-        """Alpha float32: a numpy array on the CPU, a tensor on a GPU."""
+    def run_spgm(self, image: Any, features: Sequence[Any], state: Sequence[Any] | None = None) -> Any:
+        """Alpha float32: a numpy array on the CPU, a tensor on a GPU; with ``state``, ``(alpha, new_state)``, the
+        state as tensors in the run's dtype (see :meth:`~.protocol.Backend.run_spgm`)."""
         with self.torch.no_grad():
-            alpha: Any = self.spgm(self._tensor(image), *(self._tensor(f) for f in features))
+            alpha, new_state = self._spgm(self._tensor(image), [self._tensor(f) for f in features], tuple(state or ()))
         alpha = alpha.float()
-        return alpha.contiguous().numpy() if self.device == "cpu" else alpha
+        alpha = alpha.contiguous().numpy() if self.device == "cpu" else alpha
+        return alpha if state is None else (alpha, new_state)

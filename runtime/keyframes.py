@@ -10,6 +10,12 @@ output stride 4, Gaussian-blurred), so SPGM sees the kind of mask it was trained
 The scheduler works on whatever the backend takes (numpy arrays on the CPU, torch tensors on a
 GPU) through :class:`spgim.runtime.protocol.Backend`'s ``run_spd``/``run_spgm``; it lives here
 once for every backend.
+
+A recurrent SPGM's state is the stream's too, so the scheduler owns it: each SPGM run reads the previous
+frame's state and the next frame reads its new one (interval 0 then runs frame by frame). It starts again
+from zeros on :meth:`KeyframeScheduler.reset` (a new stream, a reconnect), a scene cut, a change of working
+size, and :meth:`KeyframeScheduler.reset_state` (a gap in the stream's timestamps); ``stats.state_resets``
+counts each. A keyframe's ramp runs SPGM twice on the same previous state and keeps the corrected run's.
 """
 
 from __future__ import annotations
@@ -60,13 +66,25 @@ class KeyframePolicy:
     ramp: int = 0
 
 
+# Why a recurrent SPGM's state started again from zeros (KeyframeStats.state_resets).
+STATE_RESET_REASONS = ("reset", "cut", "size", "gap")
+
+
 @dataclass
 class KeyframeStats:
-    """What the scheduler did: frame indices (in the order seen) where SPD ran, and why."""
+    """What the scheduler did: frame indices (in the order seen) where SPD ran, and why.
+
+    Attributes:
+        state_resets: a recurrent SPGM's ``(frame index, reason)`` for each frame whose state was dropped, the
+            reason one of :data:`STATE_RESET_REASONS`: ``reset`` (:meth:`KeyframeScheduler.reset`), ``cut``,
+            ``size`` (the working size changed), ``gap`` (:meth:`KeyframeScheduler.reset_state`). A stream's
+            first frame starts from zeros without counting.
+    """
 
     frames: int = 0
     keyframes: list[int] = field(default_factory=list)
     cuts: list[int] = field(default_factory=list)
+    state_resets: list[tuple[int, str]] = field(default_factory=list)
 
 
 class KeyframeScheduler:
@@ -81,10 +99,15 @@ class KeyframeScheduler:
         self.backend = backend
         self.policy = policy
         self.stats = KeyframeStats()
+        # A backend (or a wrapper of one) that predates recurrent models has no state tensors: stateless.
+        self.recurrent = bool(getattr(backend, "state_tensors", ()))
+        self.state: tuple[Any, ...] = ()  # a recurrent SPGM's state after the last frame; () is zeros
         self.reset()
 
     def reset(self) -> None:
-        """Forget the cached features: the next frame is a keyframe (a new stream, a reconnect)."""
+        """Forget the cached features: the next frame is a keyframe (a new stream, a reconnect). A recurrent
+        SPGM's state starts again from zeros."""
+        self.reset_state("reset")
         self.features: tuple[Any, ...] | None = None
         self.previous_alpha: Any = None
         self.thumbnail: Any = None
@@ -99,9 +122,26 @@ class KeyframeScheduler:
         self.reset()
         self.stats = KeyframeStats()
 
+    def reset_state(self, reason: str) -> None:
+        """Start a recurrent SPGM's state again from zeros at the next frame, counted with ``reason`` (one of
+        :data:`STATE_RESET_REASONS`) where there was a state to drop; SPD's cached features are kept.
+
+        The streaming layer calls it with ``"gap"`` where the frames' timestamps jump
+        (:func:`spgim.streaming.pipeline.timestamp_gap`). Nothing happens for a stateless SPGM.
+        """
+        self._drop_state(self.stats.frames, reason)
+
+    def _drop_state(self, index: int, reason: str) -> None:
+        """Zeros for the state of frame ``index``, counted as a reset where a state is dropped."""
+        if reason not in STATE_RESET_REASONS:
+            raise ValueError(f"state reset reason {reason!r} is not one of {STATE_RESET_REASONS}")
+        if self.state:
+            self.stats.state_resets.append((index, reason))
+        self.state = ()
+
     def __call__(self, image: Any) -> Any:
         """Alpha ``(N, 1, h, w)`` float32 for images ``(N, 3, h, w)`` in [0, 1], frames in stream order."""
-        if self.policy.interval == 0:
+        if self.policy.interval == 0 and not self.recurrent:
             self.stats.keyframes.extend(range(self.stats.frames, self.stats.frames + len(image)))
             self.stats.frames += len(image)
             # The backend's own pair call: it also splits batches that a fixed-batch graph cannot take whole.
@@ -114,8 +154,16 @@ class KeyframeScheduler:
                 return alpha
             alphas = [self._smooth(image[i : i + 1], alpha[i : i + 1]) for i in range(len(image))]
         else:
+            # Frame by frame: keyframes, and a recurrent SPGM's state, follow the stream in order.
             alphas = [self._smooth(image[i : i + 1], self._one(image[i : i + 1])) for i in range(len(image))]
         return alphas[0] if len(alphas) == 1 else _concatenate(alphas)
+
+    def _spgm(self, image: Any, features: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        """SPGM on ``image`` from the previous frame's state: ``(alpha, new_state)``; the state is not kept here."""
+        if not self.recurrent:
+            return self.backend.run_spgm(image, features), ()
+        alpha, state = self.backend.run_spgm(image, features, self.state)
+        return alpha, tuple(state)
 
     def _smooth(self, image: Any, alpha: Any) -> Any:
         """The motion-gated blend of ``alpha`` with the previous output (see :class:`KeyframePolicy`)."""
@@ -138,16 +186,20 @@ class KeyframeScheduler:
         thumbnail = _thumbnail(image)
         cut = self._is_cut(thumbnail)
         self.thumbnail = thumbnail
-        stale = self.features is None or tuple(self.previous_alpha.shape[-2:]) != tuple(image.shape[-2:])
+        resized = self.features is not None and tuple(self.previous_alpha.shape[-2:]) != tuple(image.shape[-2:])
+        stale = self.features is None or resized
         ramp = min(self.policy.ramp, self.policy.interval)
         propagated = None
         if stale or cut or self.since_keyframe >= self.policy.interval:
             if cut and not stale:
                 self.stats.cuts.append(index)
+            if resized or cut:
+                self._drop_state(index, "size" if resized else "cut")
             if stale or cut:
                 self.correction, self.ramp_left = None, 0
             elif ramp > 1:
-                propagated = self.backend.run_spgm(image, self._propagation_features())
+                # What propagation would have given, from the same previous state as the keyframe's run below.
+                propagated, _ = self._spgm(image, self._propagation_features())
             self.stats.keyframes.append(index)
             self.features = tuple(self.backend.run_spd(image))
             self.since_keyframe = 0
@@ -155,7 +207,7 @@ class KeyframeScheduler:
         else:
             features = self._propagation_features()
         self.since_keyframe += 1
-        alpha = self.backend.run_spgm(image, features)
+        alpha, self.state = self._spgm(image, features)
         self.previous_alpha = alpha
         if propagated is not None:
             self.correction, self.ramp_left = alpha - propagated, ramp

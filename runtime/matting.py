@@ -177,7 +177,7 @@ class Matter:
         """A fresh keyframe scheduler over this Matter's engine and policy, for one more stream.
 
         Pass it as ``scheduler=`` to :meth:`__call__`: streams with their own schedulers share the engine but
-        never each other's cached features (the first frame of each is a keyframe).
+        never each other's cached features or recurrent state (the first frame of each is a keyframe).
         """
         return KeyframeScheduler(self.backend, self.scheduler.policy)
 

@@ -17,7 +17,7 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
-from .protocol import SPD_OUTPUT_STRIDES, batch_slices, check_fixed_batch, fixed_batch
+from .protocol import SPD_OUTPUT_STRIDES, batch_slices, check_fixed_batch, check_state, fixed_batch, recurrent_state
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 BACKEND_NAMES = {"cpu": "onnxruntime", "cuda": "onnxruntime-cuda", "tensorrt": "onnxruntime-trt"}
@@ -89,6 +89,7 @@ class OnnxRuntimeGpuBackend:
             )
         self.features = [o.name for o in self.spd.get_outputs()]
         self.alpha_name = self.spgm.get_outputs()[0].name
+        self.state_tensors = recurrent_state(spgm.sidecar)
         batches = [fixed_batch(s.get_inputs()[0].shape) for s in (self.spd, self.spgm)]
         self.fixed_batch = min((b for b in batches if b is not None), default=None)
 
@@ -114,11 +115,34 @@ class OnnxRuntimeGpuBackend:
         spgm.bind_input("image", kind, index, self.dtype, tuple(x.shape), x.data_ptr())
         for name, value in zip(self.features, spd.get_outputs(), strict=True):
             spgm.bind_ortvalue_input(name, value)
-        alpha = self.torch.empty((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
-        spgm.bind_output(self.alpha_name, kind, index, self.dtype, tuple(alpha.shape), alpha.data_ptr())
+        alpha, _, _zeros = self._bind_spgm(spgm, x, ())
+        if self.state_tensors and self.device != "cpu":
+            self.torch.cuda.current_stream(x.device).synchronize()  # the zeros are torch's work
         self.spgm.run_with_iobinding(spgm)
         spgm.synchronize_outputs()
         return alpha
+
+    def _bind_spgm(self, binding: Any, x: Any, state: Sequence[Any]) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
+        """Bind SPGM's state inputs and its outputs for the image ``x``: the state (zeros where ``state`` is empty)
+        as tensors like ``x``, the outputs to new ones. Returns ``(alpha, new_state, bound_state)``: the tensors
+        the run writes, and the state it reads (to keep alive until it has run)."""
+        torch = self.torch
+        kind, index = self._bind_device
+        batch, _, height, width = (int(side) for side in x.shape)
+        check_state(self.state_tensors, state, x.shape, self.name)
+        shapes = [t.shape(batch, height, width) for t in self.state_tensors]
+        if state:
+            bound = tuple(s.to(x.device, x.dtype).contiguous() for s in state)
+        else:
+            bound = tuple(torch.zeros(shape, dtype=x.dtype, device=x.device) for shape in shapes)
+        for tensor, value in zip(self.state_tensors, bound, strict=True):
+            binding.bind_input(tensor.name, kind, index, self.dtype, tuple(value.shape), value.data_ptr())
+        alpha = torch.empty((batch, 1, height, width), dtype=x.dtype, device=x.device)
+        binding.bind_output(self.alpha_name, kind, index, self.dtype, tuple(alpha.shape), alpha.data_ptr())
+        new_state = tuple(torch.empty(shape, dtype=x.dtype, device=x.device) for shape in shapes)
+        for tensor, value in zip(self.state_tensors, new_state, strict=True):
+            binding.bind_output(tensor.output, kind, index, self.dtype, tuple(value.shape), value.data_ptr())
+        return alpha, new_state, bound
 
     def run_spd(self, image: Any) -> tuple[Any, ...]:
         """SPD's outputs as tensors on ``device`` in the graph's dtype."""
@@ -143,22 +167,23 @@ class OnnxRuntimeGpuBackend:
         stride = SPD_OUTPUT_STRIDES[name]
         return int(x.shape[2]) // stride, int(x.shape[3]) // stride
 
-    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
-        """Alpha float32 on ``device``; ``features`` are SPD's (or a float32 mask in place of its mask)."""
-        torch = self.torch
+    def run_spgm(self, image: Any, features: Sequence[Any], state: Sequence[Any] | None = None) -> Any:
+        """Alpha float32 on ``device``; ``features`` are SPD's (or a float32 mask in place of its mask). With
+        ``state``, ``(alpha, new_state)``, the state as tensors on ``device`` in the graph's dtype (see
+        :meth:`~.protocol.Backend.run_spgm`)."""
         x = image.to(self.device, self.torch_dtype).contiguous()
         inputs = [f.to(self.device, self.torch_dtype).contiguous() for f in features]
-        if self.device != "cpu":
-            torch.cuda.current_stream(x.device).synchronize()
         kind, index = self._bind_device
         binding = self.spgm.io_binding()
+        alpha, new_state, _bound = self._bind_spgm(binding, x, tuple(state or ()))
+        if self.device != "cpu":
+            # ONNX Runtime runs on its own CUDA stream: torch's pending work (casts, zeros) must be done first.
+            self.torch.cuda.current_stream(x.device).synchronize()
         for name, value in zip(("image", *self.features), (x, *inputs), strict=True):
             binding.bind_input(name, kind, index, self.dtype, tuple(value.shape), value.data_ptr())
-        alpha = torch.empty((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
-        binding.bind_output(self.alpha_name, kind, index, self.dtype, tuple(alpha.shape), alpha.data_ptr())
         self.spgm.run_with_iobinding(binding)
         binding.synchronize_outputs()
-        return alpha.float()
+        return alpha.float() if state is None else (alpha.float(), new_state)
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         """Alpha ``(N, 1, H, W)`` float32 on the host for a host image (one upload, one download)."""

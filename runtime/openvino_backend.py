@@ -21,7 +21,7 @@ from spgim.errors import SpgimError
 from spgim.machine import NATIVE_BF16_FLAGS, cpu_facts
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch, fixed_batch
+from .protocol import batch_slices, check_fixed_batch, check_state, fixed_batch, recurrent_state
 
 OPENVINO_PIN = "openvino==2026.4.1"
 # OpenVINO's names for the precisions this backend runs.
@@ -124,10 +124,14 @@ class OpenVINOBackend:
         self.spgm = _compile(core, spgm.path, precision=precision, threads=threads)
         self.spd_request = self.spd.create_infer_request()
         self.spgm_request = self.spgm.create_infer_request()
+        self.state_tensors = recurrent_state(spgm.sidecar)
         self.spgm_inputs = [port.get_any_name() for port in self.spgm.inputs]
         spd_outputs = {port.get_any_name() for port in self.spd.outputs}
         expected = [item["name"] for item in spgm.sidecar.get("inputs", [])]
-        missing = [name for name in self.spgm_inputs if name != "image" and name not in spd_outputs]
+        states = {t.name for t in self.state_tensors}
+        # SPD's outputs in the order SPGM takes them after the image; a recurrent SPGM's state follows.
+        self.feature_names = [name for name in self.spgm_inputs if name != "image" and name not in states]
+        missing = [name for name in self.feature_names if name not in spd_outputs]
         if missing or (expected and expected != self.spgm_inputs):
             raise SpgimError(
                 f"{spgm.path.name} takes {', '.join(self.spgm_inputs)} (sidecar: {', '.join(expected) or 'none'}) "
@@ -152,14 +156,26 @@ class OpenVINOBackend:
         x = np.ascontiguousarray(image, dtype=self.dtype)
         features = self.spd_request.infer({"image": x}).to_dict()
         by_name = {port.get_any_name(): np.array(value) for port, value in features.items()}
-        return tuple(by_name[name] for name in self.spgm_inputs if name != "image")
+        return tuple(by_name[name] for name in self.feature_names)
 
-    def run_spgm(self, image: np.ndarray, features: Sequence[np.ndarray]) -> np.ndarray:
-        names = [name for name in self.spgm_inputs if name != "image"]
-        feed = {name: np.ascontiguousarray(x, dtype=self.dtype) for name, x in zip(names, features, strict=True)}
+    def run_spgm(
+        self, image: np.ndarray, features: Sequence[np.ndarray], state: Sequence[np.ndarray] | None = None
+    ) -> Any:
+        """Alpha float32; with ``state``, ``(alpha, new_state)`` (see :meth:`~.protocol.Backend.run_spgm`)."""
+        given = tuple(state or ())
+        check_state(self.state_tensors, given, image.shape, self.name)
+        if not given:
+            given = tuple(np.zeros(t.shape(len(image), *image.shape[2:]), self.dtype) for t in self.state_tensors)
+        names = [*self.feature_names, *(t.name for t in self.state_tensors)]
+        values = (*features, *given)
+        feed = {name: np.ascontiguousarray(x, dtype=self.dtype) for name, x in zip(names, values, strict=True)}
         feed["image"] = np.ascontiguousarray(image, dtype=self.dtype)
-        alpha = self.spgm_request.infer(feed)[0]
-        return np.array(alpha, dtype=np.float32)
+        results = self.spgm_request.infer(feed)
+        alpha = np.array(results[0], dtype=np.float32)
+        if state is None:
+            return alpha
+        by_name = {port.get_any_name(): value for port, value in results.to_dict().items()}
+        return alpha, tuple(np.array(by_name[t.output]) for t in self.state_tensors)
 
 
 def resnet50_openvino(onnx_path: Path, image: np.ndarray, *, precision: str, threads: int) -> Callable[[], Any]:

@@ -21,7 +21,7 @@ from spgim.tst_plugin import find_plugin_library, load_plugin_library
 
 from .artifacts import Artifact, check_engine_gpu, check_engine_tensorrt
 from .devices import gpu_facts, import_tensorrt
-from .protocol import SPD_OUTPUTS, batch_slices
+from .protocol import SPD_OUTPUTS, batch_slices, check_state, recurrent_state
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> Any:
@@ -129,9 +129,19 @@ class TensorRTBackend:
             self.spd = EngineRunner(spd.path, self.runtime, self._device)
             self.spgm = EngineRunner(spgm.path, self.runtime, self._device)
             self.stream = torch.cuda.Stream(self._device)
+        self.state_tensors = recurrent_state(spgm.sidecar)
+        states = [t.name for t in self.state_tensors]
         # TensorRT may drop inputs a graph declares but never reads (r2/r3 of a SPGM attending only at res4).
-        if not set(self.spgm.inputs) <= {"image", *self.spd.outputs} or set(self.spd.outputs) != set(SPD_OUTPUTS):
-            raise SpgimError(f"{spgm.path.name}'s inputs {self.spgm.inputs} are not image + {spd.path.name}'s outputs")
+        taken = {"image", *self.spd.outputs, *states}
+        if not set(self.spgm.inputs) <= taken or set(self.spd.outputs) != set(SPD_OUTPUTS):
+            raise SpgimError(
+                f"{spgm.path.name}'s inputs {self.spgm.inputs} are not image + {spd.path.name}'s outputs"
+                + (f" + {', '.join(states)}" if states else "")
+            )
+        missing = [t.output for t in self.state_tensors if t.output not in self.spgm.outputs]
+        if missing or not set(states) <= set(self.spgm.inputs):
+            raise SpgimError(f"{spgm.path.name} does not take and give the state its sidecar records: export again")
+        self.alpha_name = next(name for name in self.spgm.outputs if name not in {t.output for t in self.state_tensors})
         # The exporter's profiles default to batch 1..1: larger batches are run in slices.
         self.largest_batch = min(self.spd.batch_range[1], self.spgm.batch_range[1])
 
@@ -154,7 +164,19 @@ class TensorRTBackend:
 
     def _pair(self, image: Any) -> Any:
         features = self.spd({"image": image}, self.stream)
-        return self.spgm({"image": image, **features}, self.stream)[self.spgm.outputs[0]]
+        return self.spgm({"image": image, **features, **self._state(image, ())}, self.stream)[self.alpha_name]
+
+    def _state(self, image: Any, state: Any) -> dict[str, Any]:
+        """The SPGM engine's state inputs for ``image``: ``state`` on the device, or zeros where it is empty."""
+        check_state(self.state_tensors, state, image.shape, self.name)
+        if state:
+            return {t.name: value.to(self._device) for t, value in zip(self.state_tensors, state, strict=True)}
+        batch, _, height, width = image.shape
+        dtypes = self.spgm.dtypes
+        return {
+            t.name: self.torch.zeros(t.shape(batch, height, width), dtype=dtypes[t.name], device=self._device)
+            for t in self.state_tensors
+        }
 
     def _on_stream(self, run: Any) -> Any:
         """``run()`` on the backend's stream, ordered after the caller's stream and before its next work."""
@@ -180,16 +202,21 @@ class TensorRTBackend:
         result: tuple[Any, ...] = self._on_stream(run)
         return result
 
-    def run_spgm(self, image: Any, features: Sequence[Any]) -> Any:
-        """Alpha float32 on the GPU; ``features`` are SPD's (or a float32 mask in place of its mask)."""
+    def run_spgm(self, image: Any, features: Sequence[Any], state: Sequence[Any] | None = None) -> Any:
+        """Alpha float32 on the GPU; ``features`` are SPD's (or a float32 mask in place of its mask). With ``state``,
+        ``(alpha, new_state)``, the state as GPU tensors in the engine's dtypes (see ``Backend.run_spgm``)."""
+        given = tuple(state or ())
 
-        def run() -> Any:
+        def run() -> tuple[Any, ...]:
             x = image.to(self._device, self.spd.dtypes["image"]).contiguous()
             feed = {name: value.to(self._device) for name, value in zip(SPD_OUTPUTS, features, strict=True)}
             feed["image"] = x
-            return self.spgm(feed, self.stream)[self.spgm.outputs[0]].float()
+            feed.update(self._state(x, given))
+            outputs = self.spgm(feed, self.stream)
+            return (outputs[self.alpha_name].float(), *(outputs[t.output] for t in self.state_tensors))
 
-        return self._on_stream(run)
+        alpha, *new_state = self._on_stream(run)
+        return alpha if state is None else (alpha, tuple(new_state))
 
     def infer(self, image: np.ndarray) -> np.ndarray:
         """Alpha ``(N, 1, H, W)`` float32 on the host for a host image (one upload, one download)."""

@@ -4,7 +4,8 @@ Generic: everything it runs comes from the ``parameters`` of its ``config.pbtxt`
 :func:`spgim.serving.repository.write_repository`): ``model_dir`` (absolute, or relative to the model's folder),
 ``backend``, ``precision``, ``upsampling``
 and, when set, ``work_size`` and ``threads``. It opens one :class:`spgim.runtime.matting.Matter` per
-instance, stateless (SPD on every frame, no smoothing), and answers each request on its own:
+instance, stateless (SPD on every frame, no smoothing, a recurrent SPGM's state from zeros at every request),
+and answers each request on its own:
 ``frames`` uint8 ``(N, H, W, 3)`` RGB -> ``alpha`` float32 ``(N, H, W)``. Requests of different sizes
 that the server batched together are matted one request at a time. A request Matter refuses (a size
 outside the export's profile) gets an error response with Matter's one-line message after the frame size
@@ -95,6 +96,8 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError("no input named frames"))
         shape = "x".join(str(side) for side in frames.shape()[2:0:-1])
         try:
+            # Requests are not a stream: a recurrent SPGM starts each from zeros (a no-op for a stateless one).
+            self.matter.scheduler.reset()
             alpha = self.matter(np.from_dlpack(frames))
         except self.refused as error:
             message = f"frames {shape}: {_one_line(error)}"

@@ -311,6 +311,8 @@ def _run_job(
             duration=live_duration,
             on_frame=on_frame,
             paced=paced,
+            # A recurrent model's state starts again after a gap in the frames' timestamps (a reconnect, a seek).
+            reset_state=scheduler.reset_state if getattr(scheduler, "recurrent", False) else None,
         )
         pipeline = Pipeline(opened, matter, plan)
         error = None

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +35,10 @@ from .sources import Source
 _END = object()  # sentinel that flows through every queue at the end of the input
 ABANDON_S = 10.0  # after a hurry, how long run() still waits for the writer to finish the outputs
 PACED_GAP_S = 1.0  # paced reading never waits longer than this for one frame (a gap in the input's timestamps)
+# A recurrent model's state starts again from zeros after a gap between two matted frames longer than these
+# frame intervals and seconds both (live frames dropped for a slow model are no gap), or a step back in time.
+STATE_GAP_FRAMES = 3
+STATE_GAP_S = 0.5
 
 
 class Output(Protocol):
@@ -47,6 +52,16 @@ class Output(Protocol):
 
 
 MatteFn = Callable[[np.ndarray], np.ndarray]
+
+
+def timestamp_gap(previous: float | None, current: float | None, rate: Fraction | None) -> bool:
+    """Whether two matted frames at ``previous`` and ``current`` seconds are not one stream's neighbours for a
+    recurrent model: a step back in time, or one forward longer than :data:`STATE_GAP_FRAMES` intervals of
+    ``rate`` (when known) and :data:`STATE_GAP_S`. Untimed frames never make a gap."""
+    if previous is None or current is None:
+        return False
+    limit = max(STATE_GAP_S, STATE_GAP_FRAMES / float(rate)) if rate else STATE_GAP_S
+    return not 0 <= current - previous <= limit
 
 
 @dataclass
@@ -121,6 +136,8 @@ class Plan:
     duration: float | None = None  # live sources: stop after this many seconds of capture
     paced: bool = False  # read a recorded input no faster than its timestamps (it is published live)
     on_frame: Callable[[VideoFrame, dict[str, np.ndarray]], None] | None = None  # preview, progress
+    # A recurrent model's state reset, called with "gap" before a frame after a timestamp_gap (None: stateless).
+    reset_state: Callable[[str], None] | None = None
 
 
 class Pipeline:
@@ -239,24 +256,43 @@ class Pipeline:
     def _infer(self) -> None:
         rotation = self.info.rotation
         pending: list[VideoFrame] = []
+        last: float | None = None  # the last matted frame's time
         while True:
             item = self._get(self.decoded)
             if isinstance(item, VideoFrame):
                 pending.append(item)
                 if len(pending) < self.plan.batch and not self.info.live:
                     continue
-            if pending:
-                images = np.stack([upright(frame.rgb, rotation) for frame in pending])
-                for frame, alpha in zip(pending, self.matte(images), strict=True):
+            for gap, run in self._runs(pending, last):
+                if gap and self.plan.reset_state is not None:
+                    self.plan.reset_state("gap")
+                images = np.stack([upright(frame.rgb, rotation) for frame in run])
+                for frame, alpha in zip(run, self.matte(images), strict=True):
                     frame.alpha = stored(alpha, rotation)
                     if not self.matted.put(frame, self.stop):
                         return
-                pending = []
+                last = next((frame.time for frame in reversed(run) if frame.time is not None), last)
+            pending = []
             if item is _END:
                 self.matted.put(_END, self.stop)
                 return
             if isinstance(item, AudioPacket) and not self.matted.put(item, self.stop):
                 return
+
+    def _runs(self, frames: list[VideoFrame], last: float | None) -> list[tuple[bool, list[VideoFrame]]]:
+        """``frames`` split at every :func:`timestamp_gap` (``last``: the previous matted frame's time), each run
+        with whether a gap comes before it; one run, gapless, where the model has no state to reset."""
+        if self.plan.reset_state is None:
+            return [(False, frames)] if frames else []
+        runs: list[tuple[bool, list[VideoFrame]]] = []
+        for frame in frames:
+            if timestamp_gap(last, frame.time, self.info.rate):
+                runs.append((True, []))
+            elif not runs:
+                runs.append((False, []))
+            runs[-1][1].append(frame)
+            last = frame.time if frame.time is not None else last
+        return runs
 
     def _composite(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,26 @@ from spgim.train.models import build_model
 
 
 def random_pair(
-    folder: Path, config_name: str = "tiny", *, seed: int = 0, spd_extra: dict[str, Any] | None = None
+    folder: Path,
+    config_name: str = "tiny",
+    *,
+    seed: int = 0,
+    spd_extra: dict[str, Any] | None = None,
+    recurrent: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Random-weight SPD and SPGM of ``config_name`` (eval mode), saved as ``folder/spd.pt`` and ``folder/spgm.pt``.
 
-    The SPGM checkpoint records the SPD's digest, as training does, so the pair exports.
+    The SPGM checkpoint records the SPD's digest, as training does, so the pair exports. ``recurrent`` makes the
+    SPGM recurrent (``spgm.recurrent``); its units' residuals are then drawn at random instead of zero, so that
+    the state shows in the alpha (a fresh recurrent SPGM computes what the stateless one does).
     """
     torch.manual_seed(seed)
     config = get_config(config_name)
+    if recurrent is not None:
+        config["spgm"]["recurrent"] = copy.deepcopy(recurrent)
     spd, spgm = build_model("spd", config).eval(), build_model("spgm", config).eval()
+    for unit in getattr(spgm, "recurrent", {}).values():
+        torch.nn.init.normal_(unit.residual.weight, std=0.5)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / "spd.pt", branch="spd", config=config, model=spd, extra=spd_extra)
     extra = {"spd_digest": weights_digest(spd.state_dict())}

@@ -196,11 +196,17 @@ def stream_defaults(config: dict[str, Any]) -> StreamDefaults:
 
 
 def config_differences(expected: Any, actual: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two configurations differ, each as ``path: expected X, found Y``."""
+    """Dotted paths where two configurations differ, each as ``path: expected X, found Y``.
+
+    A key absent on one side and None on the other is no difference: optional keys added later (``spgm.recurrent``)
+    are None where unset, and checkpoints saved before them do not have them.
+    """
     if isinstance(expected, dict) and isinstance(actual, dict):
         out = []
         for key in sorted(set(expected) | set(actual), key=str):
             path = f"{prefix}.{key}" if prefix else str(key)
+            if expected.get(key) is None and actual.get(key) is None:
+                continue
             if key not in actual:
                 out.append(f"{path}: expected {expected[key]!r}, found nothing")
             elif key not in expected:
