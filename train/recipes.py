@@ -116,6 +116,7 @@ _SEQUENCES = {
     "val_sequences": 8,
     "loss_weights": [1.0, 2.0, 3.0],
     "keyframe_interval": None,  # None: the configuration's stream default (live 8; tiny 0, SPD on every frame)
+    "memory_lr_factor": 10.0,  # the recurrent units' rate over the rest's: new, they start from zero
 }
 for _config in ("tiny", "live"):
     RECIPES[_config]["spgm-seq"] = copy.deepcopy(_SEQUENCES)

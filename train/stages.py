@@ -399,7 +399,14 @@ class SPGMSequenceStage:
         self.val_images = MattingTestDataset(data) if (data / "test").is_dir() else None
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
+        """The trained SPGM at the recipe's rate; the recurrent units, new, at ``memory_lr_factor`` times it (they
+        start at zero and reach the loss only through their zero-initialised residuals)."""
+        memory = [p for name, p in self.model.named_parameters() if name.startswith("recurrent.")]
+        rest = [p for name, p in self.model.named_parameters() if not name.startswith("recurrent.")]
+        groups = [{"params": rest, "lr": self.recipe["lr"]}]
+        if memory:
+            groups.append({"params": memory, "lr": self.recipe["lr"] * float(self.recipe["memory_lr_factor"])})
+        return groups
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         frame_loss, temporal, _ = self._closed_loop(model, batch)
