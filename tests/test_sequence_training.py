@@ -129,6 +129,8 @@ def test_training_reaches_the_memory_and_lowers_the_loss(tmp_path: Path) -> None
     stage = _stage(tmp_path, recurrent=True, keyframe_interval=2)
     stage.model.train()
     batch = _batch(stage, (0, 4))
+    norms = [m for m in stage.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    statistics = [m.running_mean.clone() for m in norms]
     optimizer = torch.optim.Adam(stage.model.parameters(), lr=1e-3)
     losses = []
     for _ in range(4):
@@ -138,8 +140,11 @@ def test_training_reaches_the_memory_and_lowers_the_loss(tmp_path: Path) -> None
         residuals = [unit.residual.weight.grad for unit in stage.model.recurrent.values()]
         assert all(grad is not None and float(grad.abs().sum()) > 0 for grad in residuals)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
+    # BatchNorm keeps the initial pair's statistics; its scales learn.
+    assert all(torch.equal(m.running_mean, before) for m, before in zip(norms, statistics, strict=True))
+    assert any(m.weight.grad is not None and float(m.weight.grad.abs().sum()) > 0 for m in norms)
     numbers = stage.validate()
     assert set(numbers) == {"val_mae", "val_temporal_mse", "score"} and numbers["score"] > 0
 

@@ -117,6 +117,7 @@ _SEQUENCES = {
     "loss_weights": [1.0, 2.0, 3.0],
     "keyframe_interval": None,  # None: the configuration's stream default (live 8; tiny 0, SPD on every frame)
     "memory_lr_factor": 10.0,  # the recurrent units' rate over the rest's: new, they start from zero
+    "frozen_batch_norm": True,  # BatchNorm keeps the initial pair's running statistics (a fine-tune on few scenes)
 }
 for _config in ("tiny", "live"):
     RECIPES[_config]["spgm-seq"] = copy.deepcopy(_SEQUENCES)

@@ -409,6 +409,12 @@ class SPGMSequenceStage:
         return groups
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        if model.training and self.recipe["frozen_batch_norm"]:
+            # Two sequences' frames make a batch of one scene each, far from the statistics of the data the SPGM
+            # was trained on: its BatchNorm layers keep their running statistics (their scales still learn).
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         frame_loss, temporal, _ = self._closed_loop(model, batch)
         return frame_loss + float(self.recipe["temporal"]) * temporal
 
