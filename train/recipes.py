@@ -109,8 +109,9 @@ _SEQUENCES = {
     "epochs": 8,
     "batch_size": 2,
     "sequences_per_epoch": 200,
-    "seq_frames": 16,
-    "seq_size": [192, 128],
+    "seq_frames": 12,
+    "seq_size": [320, 192],  # the live working size of a 16:9 frame
+    "seq_supersample": 2,  # rendered at twice the size and shrunk, as a stream's frames are
     "cut_share": 0.25,
     "temporal": 5.0,
     "val_sequences": 8,

@@ -391,11 +391,19 @@ class SPGMSequenceStage:
             load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
         size = (int(recipe["seq_size"][0]), int(recipe["seq_size"][1]))
         frames = int(recipe["seq_frames"])
+        supersample = int(recipe["seq_supersample"])
         self.train_set = SequenceDataset(
-            recipe["sequences_per_epoch"], frames=frames, size=size, seed=seed, cut_share=recipe["cut_share"]
+            recipe["sequences_per_epoch"],
+            frames=frames,
+            size=size,
+            seed=seed,
+            cut_share=recipe["cut_share"],
+            supersample=supersample,
         )
         # Held out: drawn from a seed no training run uses (training seeds are the runs' --seed, 0 and up).
-        self.val_set = SequenceDataset(recipe["val_sequences"], frames=frames, size=size, seed=-1, cut_share=0.25)
+        self.val_set = SequenceDataset(
+            recipe["val_sequences"], frames=frames, size=size, seed=-1, cut_share=0.25, supersample=supersample
+        )
         self.val_images = MattingTestDataset(data) if (data / "test").is_dir() else None
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -34,10 +35,19 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         seed: the run's seed; sample ``i`` of epoch-independent index ``i`` is drawn from
             ``SEQUENCE_SEED_BASE + seed * length + i``, so two seeds see different clips.
         cut_share: the share of samples that are two clips joined by a hard cut.
+        supersample: render at this many times ``size`` and shrink with area averaging, as a stream's frames are
+            shrunk to the working size (edges and the true alpha's coverage anti-aliased, not drawn at the size).
     """
 
     def __init__(
-        self, length: int, *, frames: int, size: tuple[int, int], seed: int = 0, cut_share: float = 0.25
+        self,
+        length: int,
+        *,
+        frames: int,
+        size: tuple[int, int],
+        seed: int = 0,
+        cut_share: float = 0.25,
+        supersample: int = 1,
     ) -> None:
         if frames < 2:
             raise ValueError(f"a sequence needs at least 2 frames, got {frames}")
@@ -45,6 +55,9 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(f"sequence size must be multiples of 32, got {size[0]}x{size[1]}")
         self.length, self.frames, self.size = length, frames, size
         self.seed, self.cut_share = seed, cut_share
+        if supersample < 1:
+            raise ValueError(f"supersample must be at least 1, got {supersample}")
+        self.supersample = supersample
 
     def __len__(self) -> int:
         return self.length
@@ -59,14 +72,32 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         cut = 0
         if rng.random() < self.cut_share:
             cut = int(rng.integers(2, self.frames - 1)) if self.frames > 3 else 1
-        images, alphas, _, _ = render_frames(self.frames, self.size, seed, motion="eased")
+        images, alphas = self._render(self.frames, seed)
         if cut:
-            after, after_alphas, _, _ = render_frames(self.frames - cut, self.size, seed + 7_919_000, motion="eased")
-            images, alphas = images[:cut] + after, alphas[:cut] + after_alphas
-        image = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-        alpha = torch.from_numpy(np.stack(alphas))[:, None].float() / 255.0
+            after, after_alphas = self._render(self.frames - cut, seed + 7_919_000)
+            images, alphas = np.concatenate([images[:cut], after]), np.concatenate([alphas[:cut], after_alphas])
+        image = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        alpha = torch.from_numpy(alphas)[:, None]
         return {"image": image, "alpha": alpha, "cut": torch.tensor(cut, dtype=torch.int64)}
+
+    def _render(self, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``frames`` frames of eased motion from ``seed``: uint8 RGB ``(T, H, W, 3)``, float32 alpha ``(T, H, W)``."""
+        width, height = self.size
+        factor = self.supersample
+        rendered, coverage, _, _ = render_frames(frames, (width * factor, height * factor), seed, motion="eased")
+        images: list[np.ndarray] = list(rendered)
+        alphas: list[np.ndarray] = [alpha.astype(np.float32) for alpha in coverage]
+        if factor > 1:
+            images = [cv2.resize(image, self.size, interpolation=cv2.INTER_AREA) for image in images]
+            alphas = [cv2.resize(alpha, self.size, interpolation=cv2.INTER_AREA) for alpha in alphas]
+        return np.stack(images), np.stack(alphas) / 255.0
 
     def describe(self) -> dict[str, Any]:
         """What the sequences are, for the checkpoint."""
-        return {"frames": self.frames, "size": list(self.size), "seed": self.seed, "cut_share": self.cut_share}
+        return {
+            "frames": self.frames,
+            "size": list(self.size),
+            "seed": self.seed,
+            "cut_share": self.cut_share,
+            "supersample": self.supersample,
+        }
