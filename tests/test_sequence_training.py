@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from model_pairs import random_pair
 
@@ -125,6 +126,7 @@ def test_a_recurrent_run_forgets_everything_at_a_cut(tmp_path: Path) -> None:
     assert not torch.allclose(no_reset[4], fresh[1], atol=1e-4)  # without the reset, the old scene lingers
 
 
+@pytest.mark.slow
 def test_training_reaches_the_memory_and_lowers_the_loss(tmp_path: Path) -> None:
     stage = _stage(tmp_path, recurrent=True, keyframe_interval=2)
     stage.model.train()
@@ -149,6 +151,7 @@ def test_training_reaches_the_memory_and_lowers_the_loss(tmp_path: Path) -> None
     assert set(numbers) == {"val_mae", "val_temporal_mse", "score"} and numbers["score"] > 0
 
 
+@pytest.mark.slow
 def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     spgim = [sys.executable, "-m", "spgim", "train"]
@@ -166,6 +169,7 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_a_recurrent_checkpoint_loads_as_recurrent(tmp_path: Path) -> None:
     from spgim.train.checkpoint import load_model
     from spgim.train.loop import run_training
