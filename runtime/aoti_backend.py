@@ -14,6 +14,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from spgim.errors import SpgimError
 from spgim.machine import cpu_facts, native_bf16_missing
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch, check_state, recurrent_state
+from .protocol import batch_slices, check_fixed_batch, recurrent_state, state_or_zeros
 
 PRECISIONS = ("fp32", "bf16")
 # Checked once per process, on a package's first call: set before that call so it holds for ours.
@@ -166,12 +167,8 @@ class AOTInductorBackend:
         """Alpha float32 (numpy); with ``state``, ``(alpha, new_state)``, the state as tensors in the package's
         dtype (see :meth:`~.protocol.Backend.run_spgm`)."""
         x = self._tensor(image)
-        given = tuple(state or ())
-        check_state(self.state_tensors, given, x.shape, self.name)
-        if not given:
-            batch, _, height, width = x.shape
-            zeros = self.torch.zeros
-            given = tuple(zeros(t.shape(batch, height, width), dtype=self.dtype) for t in self.state_tensors)
+        zeros = partial(self.torch.zeros, dtype=self.dtype)
+        given = state_or_zeros(self.state_tensors, state, x.shape, self.name, zeros)
         outputs = self._call(self.spgm, x, *(self._tensor(f) for f in (*features, *given)))
         alpha, *new_state = outputs if isinstance(outputs, list | tuple) else (outputs,)
         result: np.ndarray = alpha.float().contiguous().numpy()

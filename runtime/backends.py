@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from spgim.errors import SpgimError
 
 from .artifacts import Artifact
-from .protocol import SPD_OUTPUTS, batch_slices, check_fixed_batch, check_state, fixed_batch, recurrent_state
+from .protocol import SPD_OUTPUTS, batch_slices, check_fixed_batch, fixed_batch, recurrent_state, state_or_zeros
 
 SPGM_INPUTS = ("image", *SPD_OUTPUTS)
 
@@ -71,10 +72,8 @@ class OnnxRuntimeBackend:
         self, image: np.ndarray, features: Sequence[np.ndarray], state: Sequence[np.ndarray] | None = None
     ) -> Any:
         """Alpha float32; with ``state``, ``(alpha, new_state)`` (see :meth:`~.protocol.Backend.run_spgm`)."""
-        given = tuple(state or ())
-        check_state(self.state_tensors, given, image.shape, self.name)
-        if not given:
-            given = tuple(np.zeros(t.shape(len(image), *image.shape[2:]), self.dtype) for t in self.state_tensors)
+        zeros = partial(np.zeros, dtype=self.dtype)
+        given = state_or_zeros(self.state_tensors, state, image.shape, self.name, zeros)
         inputs = [np.asarray(x, dtype=self.dtype) for x in (image, *features)]
         feed = dict(zip(SPGM_INPUTS, inputs, strict=True))
         feed.update((t.name, np.asarray(x, dtype=self.dtype)) for t, x in zip(self.state_tensors, given, strict=True))
@@ -136,13 +135,8 @@ class TorchScriptBackend:
 
     def _spgm(self, x: Any, features: Sequence[Any], state: Sequence[Any]) -> tuple[Any, tuple[Any, ...]]:
         """The traced SPGM on tensors in the run's dtype: ``(alpha, new_state)``; an empty state means zeros."""
-        check_state(self.state_tensors, state, x.shape, self.name)
-        if not state:
-            batch, _, height, width = x.shape
-            zeros = self.torch.zeros
-            state = [
-                zeros(t.shape(batch, height, width), dtype=self.dtype, device=x.device) for t in self.state_tensors
-            ]
+        zeros = partial(self.torch.zeros, dtype=self.dtype, device=x.device)
+        state = state_or_zeros(self.state_tensors, state, x.shape, self.name, zeros)
         outputs: Any = self.spgm(x, *features, *(self._tensor(s) for s in state))
         if not self.state_tensors:
             return outputs, ()

@@ -21,7 +21,7 @@ from spgim.errors import SpgimError
 from spgim.machine import NATIVE_BF16_FLAGS, cpu_facts
 
 from .artifacts import Artifact
-from .protocol import batch_slices, check_fixed_batch, check_state, fixed_batch, recurrent_state
+from .protocol import batch_slices, check_fixed_batch, fixed_batch, recurrent_state, state_or_zeros
 
 OPENVINO_PIN = "openvino==2026.4.1"
 # OpenVINO's names for the precisions this backend runs.
@@ -162,10 +162,8 @@ class OpenVINOBackend:
         self, image: np.ndarray, features: Sequence[np.ndarray], state: Sequence[np.ndarray] | None = None
     ) -> Any:
         """Alpha float32; with ``state``, ``(alpha, new_state)`` (see :meth:`~.protocol.Backend.run_spgm`)."""
-        given = tuple(state or ())
-        check_state(self.state_tensors, given, image.shape, self.name)
-        if not given:
-            given = tuple(np.zeros(t.shape(len(image), *image.shape[2:]), self.dtype) for t in self.state_tensors)
+        zeros = functools.partial(np.zeros, dtype=self.dtype)
+        given = state_or_zeros(self.state_tensors, state, image.shape, self.name, zeros)
         names = [*self.feature_names, *(t.name for t in self.state_tensors)]
         values = (*features, *given)
         feed = {name: np.ascontiguousarray(x, dtype=self.dtype) for name, x in zip(names, values, strict=True)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -88,6 +88,23 @@ def check_state(tensors: Sequence[StateTensor], state: Sequence[Any], image_shap
                 f"{what}: state tensor {tensor.name} is {found}, expected {expected} for a {width}x{height} image "
                 "(reset the stream's state when its size changes)"
             )
+
+
+def state_or_zeros(
+    tensors: Sequence[StateTensor],
+    state: Sequence[Any] | None,
+    image_shape: Sequence[int],
+    what: str,
+    zeros: Callable[[tuple[int, int, int, int]], Any],
+) -> tuple[Any, ...]:
+    """``state`` checked against ``tensors`` (:func:`check_state`), or, where it is empty or None (a stream's
+    first frame), one ``zeros(shape)`` per state tensor beside an image of ``image_shape``."""
+    given = tuple(state or ())
+    check_state(tensors, given, image_shape, what)
+    if given:
+        return given
+    batch, _, height, width = (int(side) for side in image_shape)
+    return tuple(zeros(tensor.shape(batch, height, width)) for tensor in tensors)
 
 
 class Backend(Protocol):

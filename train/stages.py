@@ -51,6 +51,37 @@ def load_branch_weights(
     model.load_state_dict(payload["state_dict"])
 
 
+def alpha_loss(alphas: tuple[Tensor, ...], target: Tensor, weights: list[float]) -> Tensor:
+    """Eq. 6: sum_i lambda_i |a_i - a*|_1 over the decoder's alphas (brought to the target's size)."""
+    total = target.new_zeros(())
+    for weight, alpha in zip(weights, alphas, strict=True):
+        if alpha.shape[-2:] != target.shape[-2:]:
+            alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + weight * F.l1_loss(alpha, target)
+    return total
+
+
+def frozen_spd(
+    spd_path: Path, config: dict[str, Any], info: DistInfo, resume: dict[str, Any] | None
+) -> tuple[nn.Module, str, float]:
+    """The trained SPD an SPGM stage reads, frozen on ``info.device``: ``(model, weights digest, guide sigma)``.
+
+    Refused in one line: an SPD of another configuration, or, resuming, another SPD than the run's. The guide
+    sigma is the blur of SPD's training target: a stream's guide between keyframes, S(previous alpha), is
+    blurred alike.
+    """
+    payload = load_checkpoint(spd_path, branch="spd")
+    differences = config_differences(config["spd"], payload["config"]["spd"], "spd")
+    if differences:
+        raise SpgimError(f"SPD checkpoint {spd_path} was made for another configuration: {differences[0]}")
+    spd = load_model(spd_path, "spd").eval().to(info.device)
+    spd.requires_grad_(False)
+    digest = weights_digest(spd.state_dict())
+    if resume is not None and resume["extra"].get("spd_digest") != digest:
+        raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
+    return spd, digest, float(payload.get("extra", {}).get("mask_sigma") or 1.0)
+
+
 class CaptionStage:
     """Visual-to-textual pre-training of SPD's front-end on COCO Captions (paper §3.1, A.2)."""
 
@@ -228,18 +259,8 @@ class SPGMStage:
         self.config = resume["config"] if resume else get_config(config_name, variant=variant)
         if refine_stride is not None:
             self.config["spgm"]["refine_stride"] = refine_stride
-        spd_payload = load_checkpoint(spd_path, branch="spd")
-        differences = config_differences(self.config["spd"], spd_payload["config"]["spd"], "spd")
-        if differences:
-            raise SpgimError(f"SPD checkpoint {spd_path} was made for another configuration: {differences[0]}")
-        self.spd = load_model(spd_path, "spd").eval().to(info.device)
-        self.spd.requires_grad_(False)
-        self.spd_digest = weights_digest(self.spd.state_dict())
-        if resume is not None and resume["extra"].get("spd_digest") != self.spd_digest:
-            raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
+        self.spd, self.spd_digest, self.guide_sigma = frozen_spd(spd_path, self.config, info, resume)
         self.spd_path = str(spd_path)
-        # A stream's guide between keyframes is S(previous alpha), blurred as SPD's target was.
-        self.guide_sigma = float(spd_payload.get("extra", {}).get("mask_sigma") or 1.0)
         self.guide_generator = torch.Generator().manual_seed(seed)
         self.motion_generator = torch.Generator().manual_seed(seed + 1)
         self.model = SPGM(self.config["spgm"], guide_channels(self.config))
@@ -277,13 +298,7 @@ class SPGMStage:
         return mask, r2, r3, r4
 
     def _alpha_loss(self, alphas: tuple[Tensor, ...], target: Tensor) -> Tensor:
-        """Eq. 6: sum_i lambda_i |a_i - a*|_1 over the decoder's alphas (brought to the target's size)."""
-        total = target.new_zeros(())
-        for weight, alpha in zip(self.recipe["loss_weights"], alphas, strict=True):
-            if alpha.shape[-2:] != target.shape[-2:]:
-                alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            total = total + weight * F.l1_loss(alpha, target)
-        return total
+        return alpha_loss(alphas, target, self.recipe["loss_weights"])
 
     def _small_motion(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """A sampling grid moving each crop as one frame of a stream moves to the next, and where it is valid.
@@ -372,17 +387,8 @@ class SPGMSequenceStage:
         self.config = resume["config"] if resume else get_config(config_name)
         if resume is None and recurrent:
             self.config["spgm"]["recurrent"] = dict(LIVE_RECURRENT)
-        spd_payload = load_checkpoint(spd_path, branch="spd")
-        differences = config_differences(self.config["spd"], spd_payload["config"]["spd"], "spd")
-        if differences:
-            raise SpgimError(f"SPD checkpoint {spd_path} was made for another configuration: {differences[0]}")
-        self.spd = load_model(spd_path, "spd").eval().to(info.device)
-        self.spd.requires_grad_(False)
-        self.spd_digest = weights_digest(self.spd.state_dict())
-        if resume is not None and resume["extra"].get("spd_digest") != self.spd_digest:
-            raise SpgimError(f"{spd_path} is not the SPD this SPGM run was trained with")
+        self.spd, self.spd_digest, self.guide_sigma = frozen_spd(spd_path, self.config, info, resume)
         self.spd_path = str(spd_path)
-        self.guide_sigma = float(spd_payload.get("extra", {}).get("mask_sigma") or 1.0)
         given = recipe.get("keyframe_interval")
         self.keyframe_interval = int(given) if given is not None else stream_defaults(self.config).keyframe_interval
         self.model = SPGM(self.config["spgm"], guide_channels(self.config))
@@ -484,13 +490,7 @@ class SPGMSequenceStage:
 
     def _alpha_loss(self, alphas: tuple[Tensor, ...], target: Tensor) -> Tensor:
         """Eq. 6 over the decoder's alphas in training; the final alpha's L1 alone in validation."""
-        weights = self.recipe["loss_weights"] if len(alphas) > 1 else [1.0]
-        total = target.new_zeros(())
-        for weight, alpha in zip(weights, alphas, strict=True):
-            if alpha.shape[-2:] != target.shape[-2:]:
-                alpha = F.interpolate(alpha, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            total = total + weight * F.l1_loss(alpha, target)
-        return total
+        return alpha_loss(alphas, target, self.recipe["loss_weights"] if len(alphas) > 1 else [1.0])
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
