@@ -62,13 +62,14 @@ def test_sequences_are_deterministic_seeded_apart_and_cut_where_they_say() -> No
     assert not torch.equal(sample["image"][cut], torch.from_numpy(whole[cut]).permute(2, 0, 1).float() / 255)
 
 
-def _stage(folder: Path, *, recurrent: bool, **recipe: Any) -> Any:
+def _stage(folder: Path, *, recurrent: bool, data: Path | None = None, **recipe: Any) -> Any:
     from spgim.train.stages import SPGMSequenceStage
 
     random_pair(folder, seed=4)
-    overrides = {"seq_size": list(SIZE), "seq_frames": 6, "sequences_per_epoch": 4, "val_sequences": 1} | recipe
+    overrides = {"seq_size": list(SIZE), "seq_frames": 6, "sequences_per_epoch": 4, "val_sequences": 1}
+    overrides |= {"scenes_per_sequence": 0} | recipe
     return SPGMSequenceStage(
-        data=folder / "no-data",
+        data=data or folder / "no-data",
         config_name="tiny",
         recipe=get_recipe("tiny", "spgm-seq", **overrides),
         info=CPU,
@@ -178,3 +179,35 @@ def test_a_recurrent_checkpoint_loads_as_recurrent(tmp_path: Path) -> None:
     run_training(stage, out_dir=tmp_path / "run", info=CPU, seed=0, workers=0)
     model = load_model(tmp_path / "run" / "last.pt", "spgm")
     assert model.state_names == ("state_os16", "state_os8", "state_os4")
+
+
+@pytest.mark.slow
+def test_scenes_beside_each_sequence_follow_the_epoch_and_add_the_image_loss(tmp_path: Path) -> None:
+    from spgim.errors import SpgimError
+    from spgim.train.data.synth import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, count=6, size=64, seed=3, test_fraction=0.34, workers=1)
+    with pytest.raises(SpgimError, match="no-data/train, which does not exist"):
+        _stage(tmp_path, recurrent=True, scenes_per_sequence=2, scene_crop=64)
+    stage = _stage(tmp_path, recurrent=True, data=data, scenes_per_sequence=2, scene_crop=64, keyframe_interval=2)
+    sample = stage.train_set[1]
+    assert sample["scene_image"].shape == (2, 3, 64, 64) and sample["scene_alpha"].shape == (2, 1, 64, 64)
+    assert torch.equal(sample["image"], stage.train_set.sequences[1]["image"])  # the sequence is untouched
+    stage.train_set.set_epoch(1)
+    assert not torch.equal(stage.train_set[1]["scene_image"], sample["scene_image"])  # other composites each epoch
+    assert stage.train_set.describe()["scenes_per_sequence"] == 2
+
+    samples = [stage.train_set[i] for i in range(2)]
+    batch = {key: torch.stack([s[key] for s in samples]) for key in ("image", "alpha", "scene_image", "scene_alpha")}
+    batch["cut"] = torch.tensor([0, 0])
+    stage.model.train()
+    sequences_only = {key: batch[key] for key in ("image", "alpha", "cut")}
+    stage.scene_loss.motion_generator.manual_seed(0)
+    with_scenes = stage.loss(stage.model, batch)
+    without = stage.loss(stage.model, sequences_only)
+    stage.scene_loss.motion_generator.manual_seed(0)
+    stage.scene_loss.guide_generator.manual_seed(0)
+    scenes = stage.scene_loss(stage.model, batch["scene_image"].flatten(0, 1), batch["scene_alpha"].flatten(0, 1))
+    assert float(scenes) > 0
+    torch.testing.assert_close(with_scenes, without + stage.recipe["scene_weight"] * scenes, rtol=1e-4, atol=1e-5)

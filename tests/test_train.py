@@ -160,15 +160,15 @@ def test_propagated_guides_replace_a_share_of_spd_masks(data: Path, runs: Path) 
 
     alpha = torch.stack([stage(0.0).train_set[i]["alpha"] for i in range(6)])
     mask = torch.full((6, 1, 16, 16), 0.25)
-    assert stage(0.0)._mix_propagated_guides(mask, alpha, 0.0) is mask
-    truth = saliency_target(alpha, (16, 16), stage(1.0).guide_sigma)
-    guides = stage(1.0)._mix_propagated_guides(mask, alpha, 1.0)
-    assert torch.equal(guides, stage(1.0)._mix_propagated_guides(mask, alpha, 1.0))  # seeded
+    assert stage(0.0).scene_loss._mix_propagated_guides(mask, alpha, 0.0) is mask
+    truth = saliency_target(alpha, (16, 16), stage(1.0).scene_loss.guide_sigma)
+    guides = stage(1.0).scene_loss._mix_propagated_guides(mask, alpha, 1.0)
+    assert torch.equal(guides, stage(1.0).scene_loss._mix_propagated_guides(mask, alpha, 1.0))  # seeded
     # Every guide is S(truth) moved a little: close to it, never the SPD mask, not all exactly S(truth).
     assert not bool((guides == 0.25).all(dim=(1, 2, 3)).any())
     differences = (guides - truth).abs().mean(dim=(1, 2, 3))
     assert float(differences.max()) < 0.05 and float(differences.max()) > 1e-4, differences
-    half = stage(0.5)._mix_propagated_guides(mask, alpha, 0.5)
+    half = stage(0.5).scene_loss._mix_propagated_guides(mask, alpha, 0.5)
     kept = (half == 0.25).all(dim=(1, 2, 3))
     assert 0 < int(kept.sum()) < 6, kept
 
@@ -185,7 +185,7 @@ def test_shift_consistency_moves_crops_a_little_and_adds_the_drift(data: Path, r
     # (and a little for bilinear sampling).
     image = torch.zeros(16, 1, 64, 64)
     image[:, :, 31:33, 31:33] = 1.0
-    grid, valid = stage(1.0)._small_motion(image)
+    grid, valid = stage(1.0).scene_loss._small_motion(image)
     moved = _warp(image, grid)
     ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     weights = moved[:, 0] / moved[:, 0].sum((1, 2), keepdim=True)

@@ -119,9 +119,17 @@ _SEQUENCES = {
     "keyframe_interval": None,  # None: the configuration's stream default (live 8; tiny 0, SPD on every frame)
     "memory_lr_factor": 10.0,  # the recurrent units' rate over the rest's: new, they start from zero
     "frozen_batch_norm": True,  # BatchNorm keeps the initial pair's running statistics (a fine-tune on few scenes)
+    # Still composites of DATA/train beside each sequence, trained with the image stage's loss, so that the few
+    # generated clips do not make the model forget the varied scenes (SPGMSequenceStage); 0 trains on sequences only.
+    "scenes_per_sequence": 2,
+    "scene_weight": 1.0,
+    "scene_crop": 128,
+    "scene_bg_per_fg": 100,
+    "shift_consistency": 3.0,  # the scenes' term, as the shipped pairs' last image stage had it
 }
 for _config in ("tiny", "live"):
     RECIPES[_config]["spgm-seq"] = copy.deepcopy(_SEQUENCES)
+RECIPES["live"]["spgm-seq"]["propagated_guide"] = RECIPES["live"]["spgm"]["propagated_guide"]
 
 
 def get_recipe(config_name: str, stage: str, *, preset: str | None = None, **overrides: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .checkpoint import load_checkpoint, load_model, weights_digest
 from .config import LIVE_RECURRENT, config_differences, get_config, stream_defaults
 from .data.captions import CaptionTokenizer, CocoCaptionsDataset, load_coco_captions, train_tokenizer
 from .data.matting import MattingTestDataset, MattingTrainDataset
-from .data.sequences import SequenceDataset
+from .data.sequences import SequenceDataset, SequencesWithScenes
 from .distributed import DistInfo, barrier
 from .evaluate import validation_sad
 from .models import SPD, SPGM, CaptionModel, guide_channels, saliency_target
@@ -236,57 +236,47 @@ class SPDStage:
         return {"init": self.init, "mask_sigma": self.recipe["mask_sigma"]}
 
 
-class SPGMStage:
-    """Alpha training of SPGM guided by a frozen SPD; loss sum_i lambda_i |a_i - a*|_1 (Eq. 6)."""
+class SceneLoss:
+    """Eq. 6 on still composites as the SPGM stage trains it, for any SPGM stage that trains on scenes.
 
-    branch = "spgm"
+    With the recipe's ``propagated_guide`` share, some guides are S(the truth moved a little), as a stream's guide
+    between keyframes is; with ``shift_consistency``, each crop is also moved as one frame of a stream moves to the
+    next and the matte must move with it. A recurrent SPGM sees each composite as a stream's first frame (zero
+    state) and its returned state is dropped.
 
-    def __init__(
-        self,
-        *,
-        data: Path,
-        config_name: str,
-        recipe: dict[str, Any],
-        info: DistInfo,
-        seed: int,
-        spd_path: Path,
-        variant: str | None = None,
-        init: Path | None = None,
-        refine_stride: int | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        self.recipe, self.info = recipe, info
-        self.config = resume["config"] if resume else get_config(config_name, variant=variant)
-        if refine_stride is not None:
-            self.config["spgm"]["refine_stride"] = refine_stride
-        self.spd, self.spd_digest, self.guide_sigma = frozen_spd(spd_path, self.config, info, resume)
-        self.spd_path = str(spd_path)
+    Args:
+        spd: the frozen SPD whose mask and features guide SPGM.
+        guide_sigma: the blur of SPD's training target (a propagated guide is blurred alike).
+        recipe: the stage's recipe (``loss_weights``, ``propagated_guide``, ``shift_consistency``).
+        seed: the run's seed; the guides' and the motions' random numbers follow from it.
+    """
+
+    def __init__(self, spd: nn.Module, guide_sigma: float, recipe: dict[str, Any], seed: int) -> None:
+        self.spd, self.guide_sigma, self.recipe = spd, guide_sigma, recipe
         self.guide_generator = torch.Generator().manual_seed(seed)
         self.motion_generator = torch.Generator().manual_seed(seed + 1)
-        self.model = SPGM(self.config["spgm"], guide_channels(self.config))
-        self.init = str(init) if init else None
-        if resume is None and init is not None:
-            load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
-        self.train_set = MattingTrainDataset(data, size=recipe["crop"], bg_per_fg=recipe["bg_per_fg"], seed=seed)
-        self.val_set = MattingTestDataset(data) if (data / "test").is_dir() else None
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
-
-    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        image, target = batch["image"], batch["alpha"]
-        alphas = model(image, *self._guides(model, image, target))
-        total = self._alpha_loss(alphas, target)
+    def __call__(self, model: nn.Module, image: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``model`` on composites ``image`` ``(B, 3, H, W)`` with true alpha ``target``."""
+        alphas = self._alphas(model, image, target)
+        total = alpha_loss(alphas, target, self.recipe["loss_weights"])
         consistency = float(self.recipe.get("shift_consistency", 0.0))  # absent from runs made before it
         if consistency > 0 and model.training:
             grid, valid = self._small_motion(image)
             moved_image, moved_target = _warp(image, grid), _warp(target, grid)
-            moved_alphas = model(moved_image, *self._guides(model, moved_image, moved_target))
-            total = total + self._alpha_loss(moved_alphas, moved_target)
+            moved_alphas = self._alphas(model, moved_image, moved_target)
+            total = total + alpha_loss(moved_alphas, moved_target, self.recipe["loss_weights"])
             # dtSSD's term, (a' - T(a)) - (g' - T(g)), where g' = T(g): the matte must move as the picture does.
             drift = (moved_alphas[-1] - _warp(alphas[-1], grid)).abs() * valid
             total = total + consistency * drift.sum() / valid.sum().clamp_min(1.0)
         return total
+
+    def _alphas(self, model: nn.Module, image: Tensor, target: Tensor) -> tuple[Tensor, ...]:
+        """The decoder's alphas for ``image`` (a recurrent model's new state left out)."""
+        outputs = model(image, *self._guides(model, image, target))
+        outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+        inner: Any = getattr(model, "module", model)  # model may be DDP-wrapped
+        return outputs[: len(outputs) - len(inner.recurrent)]
 
     def _guides(self, model: nn.Module, image: Tensor, target: Tensor) -> tuple[Tensor, ...]:
         """SPD's (frozen) mask and features for ``image``; in training some masks are propagated guides."""
@@ -296,9 +286,6 @@ class SPGMStage:
             if share > 0 and model.training:
                 mask = self._mix_propagated_guides(mask, target, share)
         return mask, r2, r3, r4
-
-    def _alpha_loss(self, alphas: tuple[Tensor, ...], target: Tensor) -> Tensor:
-        return alpha_loss(alphas, target, self.recipe["loss_weights"])
 
     def _small_motion(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """A sampling grid moving each crop as one frame of a stream moves to the next, and where it is valid.
@@ -340,6 +327,46 @@ class SPGMStage:
         propagated = saliency_target(moved, (mask.shape[-2], mask.shape[-1]), self.guide_sigma)
         return torch.where(chosen.to(mask.device).view(-1, 1, 1, 1), propagated, mask)
 
+
+class SPGMStage:
+    """Alpha training of SPGM guided by a frozen SPD; loss sum_i lambda_i |a_i - a*|_1 (Eq. 6)."""
+
+    branch = "spgm"
+
+    def __init__(
+        self,
+        *,
+        data: Path,
+        config_name: str,
+        recipe: dict[str, Any],
+        info: DistInfo,
+        seed: int,
+        spd_path: Path,
+        variant: str | None = None,
+        init: Path | None = None,
+        refine_stride: int | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.recipe, self.info = recipe, info
+        self.config = resume["config"] if resume else get_config(config_name, variant=variant)
+        if refine_stride is not None:
+            self.config["spgm"]["refine_stride"] = refine_stride
+        self.spd, self.spd_digest, guide_sigma = frozen_spd(spd_path, self.config, info, resume)
+        self.spd_path = str(spd_path)
+        self.scene_loss = SceneLoss(self.spd, guide_sigma, recipe, seed)
+        self.model = SPGM(self.config["spgm"], guide_channels(self.config))
+        self.init = str(init) if init else None
+        if resume is None and init is not None:
+            load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
+        self.train_set = MattingTrainDataset(data, size=recipe["crop"], bg_per_fg=recipe["bg_per_fg"], seed=seed)
+        self.val_set = MattingTestDataset(data) if (data / "test").is_dir() else None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.parameters()), "lr": self.recipe["lr"]}]
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return self.scene_loss(model, batch["image"], batch["alpha"])
+
     def validate(self) -> dict[str, float]:
         if self.val_set is None:
             return {}
@@ -366,6 +393,10 @@ class SPGMSequenceStage:
     after a cut. The loss is Eq. 6 on every frame plus ``temporal`` x MSE(the predicted alpha's change from the
     previous frame, the true alpha's change), the term RobustVideoMatting trains with; it is not taken across a
     cut. The same stage without ``recurrent`` is the control arm: same data, steps and seeds, no memory.
+
+    With the recipe's ``scenes_per_sequence`` (and ``scene_weight``), every step also trains on that many still
+    composites of ``DATA/train`` per sequence, with the image stage's loss (:class:`SceneLoss`: Eq. 6, propagated
+    guides, shift consistency), so that the few generated clips do not make the model forget the varied scenes.
     """
 
     branch = "spgm"
@@ -389,6 +420,7 @@ class SPGMSequenceStage:
             self.config["spgm"]["recurrent"] = dict(LIVE_RECURRENT)
         self.spd, self.spd_digest, self.guide_sigma = frozen_spd(spd_path, self.config, info, resume)
         self.spd_path = str(spd_path)
+        self.scene_loss = SceneLoss(self.spd, self.guide_sigma, recipe, seed)
         given = recipe.get("keyframe_interval")
         self.keyframe_interval = int(given) if given is not None else stream_defaults(self.config).keyframe_interval
         self.model = SPGM(self.config["spgm"], guide_channels(self.config))
@@ -398,7 +430,7 @@ class SPGMSequenceStage:
         size = (int(recipe["seq_size"][0]), int(recipe["seq_size"][1]))
         frames = int(recipe["seq_frames"])
         supersample = int(recipe["seq_supersample"])
-        self.train_set = SequenceDataset(
+        sequences = SequenceDataset(
             recipe["sequences_per_epoch"],
             frames=frames,
             size=size,
@@ -406,6 +438,15 @@ class SPGMSequenceStage:
             cut_share=recipe["cut_share"],
             supersample=supersample,
         )
+        self.train_set: SequenceDataset | SequencesWithScenes = sequences
+        scenes = int(recipe.get("scenes_per_sequence") or 0)  # absent from runs made before it
+        if scenes > 0:
+            if not (data / "train").is_dir():
+                raise SpgimError(f"scenes_per_sequence trains on the scenes of {data}/train, which does not exist")
+            composites = MattingTrainDataset(
+                data, size=recipe["scene_crop"], bg_per_fg=recipe["scene_bg_per_fg"], seed=seed
+            )
+            self.train_set = SequencesWithScenes(sequences, composites, scenes)
         # Held out: drawn from a seed no training run uses (training seeds are the runs' --seed, 0 and up).
         self.val_set = SequenceDataset(
             recipe["val_sequences"], frames=frames, size=size, seed=-1, cut_share=0.25, supersample=supersample
@@ -430,7 +471,11 @@ class SPGMSequenceStage:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         frame_loss, temporal, _ = self._closed_loop(model, batch)
-        return frame_loss + float(self.recipe["temporal"]) * temporal
+        total = frame_loss + float(self.recipe["temporal"]) * temporal
+        if "scene_image" in batch:
+            image, target = batch["scene_image"].flatten(0, 1), batch["scene_alpha"].flatten(0, 1)
+            total = total + float(self.recipe["scene_weight"]) * self.scene_loss(model, image, target)
+        return total
 
     def _closed_loop(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Run the sequences of ``batch`` as a stream would; returns (mean Eq. 6 loss, mean temporal MSE, the

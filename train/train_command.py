@@ -75,6 +75,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="spgm: weight of a term that makes the matte of a slightly moved crop the moved matte (less flicker)",
     )
+    parser.add_argument(
+        "--sequences", type=int, help="spgm-seq: generated sequences per epoch (distinct within a run and a seed)"
+    )
+    parser.add_argument(
+        "--scenes-per-sequence",
+        type=int,
+        help="spgm-seq: still composites of DATA/train trained beside each sequence (0: sequences only)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -100,6 +108,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("--spd belongs to the spgm and spgm-seq stages")
     if args.stage == "spgm-seq" and (args.crop is not None or args.bg_per_fg is not None):
         raise SpgimError("--crop and --bg-per-fg shape image training; spgm-seq trains on generated sequences")
+    if args.stage != "spgm-seq" and (args.sequences is not None or args.scenes_per_sequence is not None):
+        raise SpgimError("--sequences and --scenes-per-sequence belong to the spgm-seq stage")
     if args.recurrent and args.stage != "spgm-seq":
         raise SpgimError("--recurrent belongs to the spgm-seq stage")
     if args.recurrent and args.resume is not None:
@@ -134,6 +144,8 @@ def run_train(args: argparse.Namespace) -> int:
             crop=args.crop if args.stage not in ("caption", "spgm-seq") else None,
             max_steps_per_epoch=args.max_steps_per_epoch,
             shift_consistency=args.shift_consistency,
+            sequences_per_epoch=args.sequences,
+            scenes_per_sequence=args.scenes_per_sequence,
         )
         seed = args.seed
     torch.manual_seed(seed)

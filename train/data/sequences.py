@@ -101,3 +101,42 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
             "cut_share": self.cut_share,
             "supersample": self.supersample,
         }
+
+
+class SequencesWithScenes(Dataset[dict[str, Tensor]]):
+    """Each sequence of ``sequences`` with ``per_sequence`` still composites of ``scenes`` beside it.
+
+    A sequence fine-tune sees a few generated clips, each of a handful of scenes; trained on them alone, a model
+    forgets what thousands of varied scenes taught it. Carrying a few composites with every sequence lets the
+    stage train on both in each step. A sample is the sequence's (``image``, ``alpha``, ``cut``) plus
+    ``scene_image`` ``(per_sequence, 3, S, S)`` and ``scene_alpha`` ``(per_sequence, 1, S, S)``; the composites
+    follow the epoch (:meth:`set_epoch`), so every epoch brings other foregrounds.
+    """
+
+    def __init__(self, sequences: SequenceDataset, scenes: Dataset[dict[str, Tensor]], per_sequence: int) -> None:
+        if per_sequence < 1:
+            raise ValueError(f"per_sequence must be at least 1, got {per_sequence}")
+        self.sequences, self.scenes, self.per_sequence = sequences, scenes, per_sequence
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next epoch's composites (the sequences stay the same)."""
+        self.epoch = epoch
+        set_epoch = getattr(self.scenes, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = dict(self.sequences[index])
+        first = (self.epoch * len(self) + index) * self.per_sequence
+        composites = [self.scenes[(first + offset) % len(self.scenes)] for offset in range(self.per_sequence)]  # type: ignore[arg-type]
+        sample["scene_image"] = torch.stack([item["image"] for item in composites])
+        sample["scene_alpha"] = torch.stack([item["alpha"] for item in composites])
+        return sample
+
+    def describe(self) -> dict[str, Any]:
+        """What the sequences and their composites are, for the checkpoint."""
+        return {**self.sequences.describe(), "scenes_per_sequence": self.per_sequence}
