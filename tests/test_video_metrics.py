@@ -46,6 +46,8 @@ def test_every_metric_matches_a_hand_computation_on_three_frames() -> None:
     dt2 = 100 * math.sqrt(0.0625)
     assert scores.dtssd == pytest.approx([dt1, dt2])
     assert dt1 == pytest.approx(17.677670)
+    # Where the truth moves: nowhere at t = 1; at t = 2 four of the 16 pixels, each with the same error.
+    assert scores.dtssd_moving_share == pytest.approx([0.0, 4 / 16])
     assert scores.means() == pytest.approx(
         {
             "mae": (0.0625 + 0.25) / 3,
@@ -55,6 +57,7 @@ def test_every_metric_matches_a_hand_computation_on_three_frames() -> None:
             "grad": grad(P0, G0) / 3,
             "conn": 5.05e-3 / 3,
             "dtssd": (17.677670 + 25.0) / 2,
+            "dtssd_moving_share": 0.125,
         }
     )
 
@@ -78,6 +81,8 @@ def test_a_one_frame_late_copy_has_the_hand_computed_dtssd() -> None:
     assert scores.dtssd == pytest.approx(expected)
     assert scores.mean("dtssd") == pytest.approx((35.355339 + 61.237244) / 2)
     assert scores.mean("dtssd") > 0
+    # A late matte errs where the truth moves: all of t = 1's error; at t = 2, 1 + 4 of 6 (not (1, 0), left behind).
+    assert scores.dtssd_moving_share == pytest.approx([1.0, 5 / 6])
 
 
 def test_one_frame_video_has_zero_dtssd() -> None:
@@ -131,8 +136,8 @@ def test_eval_prediction_equal_to_truth_from_files(clip: Path, capsys: pytest.Ca
     scores = json.loads(out.read_text())
     assert scores["frames"] == 6
     assert scores["mean"]["mae"] == 0 and scores["mean"]["iou"] == 1 and scores["mean"]["dtssd"] == 0
-    assert {len(values) for key, values in scores["per_frame"].items() if key != "dtssd"} == {6}
-    assert len(scores["per_frame"]["dtssd"]) == 5
+    assert {len(values) for key, values in scores["per_frame"].items() if not key.startswith("dtssd")} == {6}
+    assert len(scores["per_frame"]["dtssd"]) == len(scores["per_frame"]["dtssd_moving_share"]) == 5
 
 
 def _one_error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
