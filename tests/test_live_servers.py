@@ -233,3 +233,37 @@ def test_a_foreground_cannot_be_published() -> None:
         PublishedStream("rtmp://127.0.0.1:1/live/key", "foreground", info)
     assert is_destination("srt://host:9000") and is_destination("udp://127.0.0.1:5000")
     assert not is_destination("out.mp4") and not is_destination("https://host/video.mp4")
+
+
+def test_an_ffmpeg_srt_listener_receives_the_matte_as_an_obs_media_source_does(matter: Matter, tmp_path: Path) -> None:
+    """The way into OBS that docs/obs.md gives: OBS's Media Source reads through FFmpeg, set to listen for SRT
+    (``srt://127.0.0.1:PORT?mode=listener``) while ``spgim matte --output srt://127.0.0.1:PORT`` calls it. Debian's
+    ffmpeg, listening the same way, stands in for it."""
+    require_servers()
+    source = make_clip(tmp_path / "in.mp4", size=(320, 192), frames=50, fps=25)
+    port = free_udp_base(2)
+    received = tmp_path / "obs.ts"
+    listen = f"srt://127.0.0.1:{port}?mode=listener"
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", listen, "-c", "copy", str(received)]
+    listener = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(0.5)  # listening once the process runs
+        result = matte_video(
+            source.path,
+            Outputs(composite=[f"srt://127.0.0.1:{port}"]),
+            matter=matter,
+            log=lambda line: None,
+            progress=False,
+        )
+        try:
+            listener.wait(timeout=15)  # the caller's close ends FFmpeg's input
+        except subprocess.TimeoutExpired:
+            listener.send_signal(2)  # SIGINT: FFmpeg finishes the file it writes
+            listener.wait(timeout=15)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert result.frames_out == 50
+    made = probe(received)
+    assert (made.width, made.height) == (320, 192) and len(made.times) >= 45, (len(made.times), listener.stderr)
