@@ -392,3 +392,45 @@ def test_an_idle_sequence_is_dropped(model: Path, tmp_path: Path, keyframed: Any
         alpha, keyframe = _send(client, frames[2], corrid=5, start=True, end=True)
     assert keyframe == 1
     np.testing.assert_allclose(alpha, _local(keyframed, frames[2:])[0][0], atol=TOLERANCE, rtol=0)
+
+
+def test_a_recurrent_model_keeps_a_state_per_sequence(tmp_path: Path) -> None:
+    """A recurrent live pair served: two sequences sent frame about frame each equal their own local stream (each
+    sequence carries its own recurrent state), and not one stream of both (where the states would mix)."""
+    from model_pairs import export_pair, random_pair
+
+    from spgim.runtime.matting import Matter
+    from spgim.train.config import LIVE_RECURRENT
+
+    try:
+        find_tritonserver()
+    except SpgimError as error:
+        unavailable(str(error))
+    random_pair(tmp_path / "pair", "live", seed=6, recurrent=LIVE_RECURRENT)
+    sizes = ("--height", "192", "--width", "320", "--dynamic", "--min-size", "64x64", "--max-size", "512x512")
+    model = export_pair(tmp_path / "pair", tmp_path / "model", "--formats", "onnx", "--precision", "fp32", *sizes)
+    repository = write_repository(model, tmp_path / "models", ONNXRUNTIME, KEYFRAMED, ONE_INSTANCE)
+    clips = {7001: _clip(seed=20, count=8), 7002: _clip(seed=21, count=8)}
+    answers: dict[int, list[np.ndarray]] = {corrid: [] for corrid in clips}
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    with TritonServer(repository, **ports, log_path=tmp_path / "tritonserver.log") as server:
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            for index in range(8):
+                for corrid, frames in clips.items():
+                    alpha, _ = _send(client, frames[index], corrid, start=index == 0, end=index == 7)
+                    answers[corrid].append(alpha)
+    local = Matter(model, backend="onnxruntime", work_size=WORK_SIZE, keyframe_interval=INTERVAL)
+    assert getattr(local.backend, "state_tensors", ())  # the served pair is recurrent
+    shared = local.new_stream()
+    mixed: dict[int, list[np.ndarray]] = {corrid: [] for corrid in clips}
+    for index in range(8):
+        for corrid, frames in clips.items():
+            mixed[corrid].append(local(frames[index][None], shared)[0])
+    mixing = 0.0
+    for corrid, frames in clips.items():
+        expected, _ = _local(local, frames)
+        np.testing.assert_allclose(np.stack(answers[corrid]), expected, atol=TOLERANCE, rtol=0, err_msg=f"{corrid}")
+        mixing = max(mixing, float(np.abs(np.stack(mixed[corrid]) - expected).max()))
+    assert mixing > 5 * TOLERANCE, mixing
