@@ -19,7 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spgim train export runtime streaming cluster serving
+	$(BIN)/mypy spgim train export runtime streaming cluster serving gstreamer
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "spgim.streaming.bench_command",
     "spgim.cluster.commands",
     "spgim.serving.commands",
+    "spgim.gstreamer.commands",
     "spgim.demo",
 )
 

@@ -15,7 +15,7 @@ import pytest
 import spgim
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("train", "export", "runtime", "streaming", "cluster", "serving")
+STAGES = ("train", "export", "runtime", "streaming", "cluster", "serving", "gstreamer")
 
 
 def _source_packages() -> dict[str, Path]:
@@ -39,6 +39,7 @@ def test_every_source_package_is_declared_in_pyproject() -> None:
 def test_editable_install_maps_stages_to_top_level_folders() -> None:
     import spgim.cluster
     import spgim.export
+    import spgim.gstreamer
     import spgim.runtime
     import spgim.serving
     import spgim.streaming
@@ -51,6 +52,7 @@ def test_editable_install_maps_stages_to_top_level_folders() -> None:
         (spgim.streaming, "streaming"),
         (spgim.cluster, "cluster"),
         (spgim.serving, "serving"),
+        (spgim.gstreamer, "gstreamer"),
     ):
         assert Path(module.__file__ or "").resolve() == ROOT / stage / "__init__.py"
 
@@ -110,13 +112,17 @@ def test_the_shared_ground_imports_no_stage() -> None:
 
 
 def test_runtime_and_streaming_import_only_what_is_below_them() -> None:
-    """runtime imports no other stage; streaming only runtime; cluster and serving only streaming and runtime."""
+    """runtime imports no other stage; streaming only runtime; cluster, serving and gstreamer only streaming and
+    runtime."""
     allowed_below = {"runtime": set(), "streaming": {"runtime"}}
-    allowed_below |= {"cluster": {"streaming", "runtime"}, "serving": {"streaming", "runtime"}}
+    allowed_below |= {stage: {"streaming", "runtime"} for stage in ("cluster", "serving", "gstreamer")}
     for stage, allowed in allowed_below.items():
         found = _stage_imports(ROOT / stage, f"spgim.{stage}")
         offenders = {path: stages - allowed for path, stages in found.items() if stages - allowed}
         assert not offenders, offenders
+    found = _stage_imports(ROOT / "gstreamer", "spgim.gstreamer")
+    assert found["gstreamer/stream.py"] == {"streaming", "runtime"}  # the check sees the element's imports
+    assert "gstreamer/plugin/python/spgimmatte.py" in found  # the loader's shim is checked too
 
 
 def test_export_imports_train_and_reaches_serving_only_from_its_command() -> None:
@@ -159,6 +165,7 @@ def test_built_wheel_holds_and_imports_every_package(tmp_path: Path) -> None:
         for source in folder.glob("*.py")
     }
     assert expected <= names, sorted(expected - names)
+    assert "spgim/gstreamer/plugin/python/spgimmatte.py" in names  # GStreamer's loader imports it (package data)
     assert any(n.endswith("entry_points.txt") for n in names)
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)
