@@ -7,13 +7,13 @@ import os
 import sys
 from typing import Any
 
-from .options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions
+from .options import EncodeOptions, EngineOptions, MattingOptions, Outputs, PreviewOptions, SourceOptions
 
 EXAMPLE = """example:
   spgim matte clip.mp4 --model exported --output composite.mp4 --foreground subject.mov
   spgim matte clip.mp4 --model exported --output out.mp4 --background beach.jpg --alpha alpha.mp4
   spgim matte rtsp://camera.local/stream --model exported --output live.mp4 --duration 60
-  spgim matte 0 --model exported --output webcam.mp4 --preview
+  spgim matte 0 --model exported --output webcam.mp4 --preview 8080   # then open http://127.0.0.1:8080/
   spgim matte rtsp://camera.local/stream --model exported --output rtmp://server/live/key --output record.mp4
   spgim matte clip.mp4 --server 127.0.0.1:8001 --output composite.mp4"""
 
@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         matting=MattingOptions.from_args(args),
         reading=SourceOptions.from_args(args),
         encoding=EncodeOptions.from_args(args),
-        preview=args.preview,
+        preview=PreviewOptions.from_args(args),
         progress=not args.quiet,
     )
     for note in result.notes:
@@ -59,9 +59,7 @@ def register(subparsers: Any) -> None:
         help="media file, image folder or pattern (frames/%%05d.png), rtsp/rtmp/http(s)/udp/tcp URL, or webcam index",
     )
     parser.add_argument("--model", help="spgim export folder (required unless --server is given)")
-    for group in (Outputs, EngineOptions, MattingOptions, EncodeOptions):
+    for group in (Outputs, EngineOptions, MattingOptions, EncodeOptions, PreviewOptions, SourceOptions):
         group.add_arguments(parser)
-    parser.add_argument("--preview", action="store_true", help="show the composite in a window")
-    SourceOptions.add_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)

@@ -5,7 +5,8 @@ are opened before the first frame (an unwritable path fails at once); from then 
 thread finishes them (see :mod:`.pipeline`), files first, so that after the end, an error, a dropped live
 source, Ctrl-C or SIGTERM, what was written plays. Ctrl-C and SIGTERM stop the job; a second one hurries it
 (network destinations are abandoned, files are still finished), so a container manager's grace period is
-spent on the recording.
+spent on the recording. With a preview (:mod:`.preview`) the job serves a live page of its frames and figures
+while it runs, and closes it when it ends.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,11 +27,23 @@ from spgim.errors import SpgimError
 
 from .composite import Background
 from .frames import VideoFrame
-from .options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions, open_matter
+from .options import (
+    EncodeOptions,
+    EngineOptions,
+    MattingOptions,
+    Outputs,
+    PreviewOptions,
+    SourceOptions,
+    open_matter,
+)
 from .pipeline import Output, Pipeline, Plan, close_outputs
 from .remote import TritonMatter
-from .sources import open_source
+from .sources import Source, open_source
 from .urls import redact
+
+if TYPE_CHECKING:
+    from .frames import VideoInfo
+    from .preview import PreviewServer
 
 LIVE_REPORT_EVERY_S = 10.0
 STOP_POLL_S = 0.2  # how often a job looks at its stop event
@@ -86,6 +99,10 @@ class MatteResult:
             line += f", server round trip p50 {self.server_p50_s * 1e3:.0f} ms p90 {self.server_p90_s * 1e3:.0f} ms"
         return line
 
+    def figures(self) -> dict[str, Any]:
+        """Every field, the frames per second and the summary line, as JSON takes them (the preview page's)."""
+        return {**asdict(self), "fps": self.fps, "summary": self.summary_line()}
+
 
 def _stderr(message: str) -> None:
     print(f"spgim matte: {message}", file=sys.stderr, flush=True)
@@ -136,7 +153,7 @@ def matte_video(
     matting: MattingOptions | None = None,
     reading: SourceOptions | None = None,
     encoding: EncodeOptions | None = None,
-    preview: bool = False,
+    preview: PreviewOptions | None = None,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
     stop: threading.Event | None = None,
@@ -158,7 +175,9 @@ def matte_video(
         matting: working size, keyframes, smoothing and upsampling; None values are the export's.
         reading: live or not, the part of a file to matte, and a live source's reconnects and time-outs.
         encoding: codec, quality and encoder preset of the outputs.
-        preview: show the composite in a window.
+        preview: where to serve a live page of the composite, input, alpha and figures while the job runs
+            (:mod:`spgim.streaming.preview`; None or no address: no page); it is bound before the model loads and
+            closed when the job ends.
         progress: a progress bar for recorded input on a terminal.
         log: where notes and live reports go (default: stderr).
         stop: set from another thread to end the job as Ctrl-C does (a batch worker stopping a live stream).
@@ -175,24 +194,25 @@ def matte_video(
     encoding = encoding or EncodeOptions()
     wanted = outputs.by_kind()
     called = time.monotonic()
+    page = _open_page(preview, log)  # before the model loads: a port in use is refused at once
     device = "cpu"
     backend_name = "custom"
     scheduler = None
     remote: Any = None  # the client of --server, closed (its sequence ended) when the job ends
-    if matter is None:
-        runtime = open_matter(model, engine, matting, log=log)
-        matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
-        if isinstance(runtime, TritonMatter):
-            remote = runtime
-        else:
-            scheduler = runtime.scheduler
-            if engine.backend == "auto" or engine.precision == "auto":
-                log(runtime.selection)
-    elif callable(getattr(getattr(matter, "scheduler", None), "restart", None)):  # a Matter reused for this input
-        scheduler = getattr(matter, "scheduler")  # noqa: B009 (matter is typed as any callable)
-        scheduler.restart()
-        backend_name, device = getattr(matter, "backend_name", "custom"), getattr(matter, "device", "cpu")
     try:
+        if matter is None:
+            runtime = open_matter(model, engine, matting, log=log)
+            matter, backend_name, device = runtime, runtime.backend_name, getattr(runtime, "device", "cpu")
+            if isinstance(runtime, TritonMatter):
+                remote = runtime
+            else:
+                scheduler = runtime.scheduler
+                if engine.backend == "auto" or engine.precision == "auto":
+                    log(runtime.selection)
+        elif callable(getattr(getattr(matter, "scheduler", None), "restart", None)):  # a Matter reused for this input
+            scheduler = getattr(matter, "scheduler")  # noqa: B009 (matter is typed as any callable)
+            scheduler.restart()
+            backend_name, device = getattr(matter, "backend_name", "custom"), getattr(matter, "device", "cpu")
         return _run_job(
             source,
             outputs,
@@ -201,7 +221,7 @@ def matte_video(
             engine,
             reading,
             encoding,
-            preview,
+            page,
             progress,
             log,
             stop,
@@ -214,6 +234,19 @@ def matte_video(
     finally:
         if remote is not None:
             remote.close()
+        if page is not None:
+            page.close()
+
+
+def _open_page(preview: PreviewOptions | None, log: Callable[[str], None]) -> PreviewServer | None:
+    """The preview server ``preview`` asks for, listening (None: no page); its URL is logged."""
+    if preview is None or preview.address is None:
+        return None
+    from .preview import PreviewServer
+
+    page = PreviewServer(preview.address)
+    log(f"preview on {page.url}")
+    return page
 
 
 def _run_job(
@@ -224,7 +257,7 @@ def _run_job(
     engine: EngineOptions,
     reading: SourceOptions,
     encoding: EncodeOptions,
-    preview: bool,
+    page: PreviewServer | None,
     progress: bool,
     log: Callable[[str], None],
     stop: threading.Event | None,
@@ -238,8 +271,6 @@ def _run_job(
     """:func:`matte_video` once its matter is open: the source, the outputs and the pipeline."""
     from .outputs import open_output
     from .publish import PublishedStream, is_destination
-
-    show = _preview() if preview else None
 
     spec = str(source)
     opened = open_source(
@@ -297,8 +328,8 @@ def _run_job(
                 bar.update(1)
             if reporter is not None and pipeline is not None:
                 reporter.tick(pipeline)
-            if show is not None:
-                show(images)
+            if page is not None:
+                page.show(frame, images)
 
         live_duration = reading.duration if info.live else None
         # A recorded input published live is read at its own pace, as ffmpeg -re does.
@@ -315,6 +346,12 @@ def _run_job(
             reset_state=scheduler.reset_state if getattr(scheduler, "recurrent", False) else None,
         )
         pipeline = Pipeline(opened, matter, plan)
+        if page is not None:
+            running = pipeline
+            page.follow(
+                lambda: _measured(running, opened, info, backend_name, called, scheduler, remote).figures(),
+                rotation=info.rotation,
+            )
         error = None
         try:
             with _signals_interrupt(pipeline, stop):
@@ -333,8 +370,27 @@ def _run_job(
         for targets in opened_outputs.values():
             for target in targets:
                 notes.extend(getattr(target, "notes", []))
+    result = _measured(pipeline, opened, info, backend_name, called, scheduler, remote)
+    result.error = str(error) if error else None
+    result.outputs = [redact(str(path)) for paths in wanted.values() for path in paths]
+    result.notes = notes
+    if error is not None:
+        log(f"{result.frames_out} frames written before the error; outputs finalised")
+        raise error
+    return result
+
+
+def _measured(
+    pipeline: Pipeline,
+    opened: Source,
+    info: VideoInfo,
+    backend_name: str,
+    called: float,
+    scheduler: Any,
+    remote: Any,
+) -> MatteResult:
+    """The job's counts and timing: so far while it runs (the preview page's figures), or at its end."""
     stats = pipeline.stats
-    interrupted = pipeline.interrupted
     result = MatteResult(
         source=info.description,
         backend=backend_name,
@@ -347,10 +403,7 @@ def _run_job(
         latency_p50_s=stats.latency(50),
         latency_p90_s=stats.latency(90),
         live=info.live,
-        interrupted=interrupted,
-        error=str(error) if error else None,
-        outputs=[redact(str(path)) for paths in wanted.values() for path in paths],
-        notes=notes,
+        interrupted=pipeline.interrupted,
         startup_s=None if stats.first_output is None else stats.first_output - called,
     )
     if remote is not None:
@@ -361,9 +414,6 @@ def _run_job(
         result.keyframe_interval = scheduler.policy.interval
         result.keyframe_ramp = min(scheduler.policy.ramp, scheduler.policy.interval)
         result.keyframes = len(scheduler.stats.keyframes)
-    if error is not None:
-        log(f"{result.frames_out} frames written before the error; outputs finalised")
-        raise error
     return result
 
 
@@ -394,21 +444,3 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total or None, unit="frame", desc="matte", dynamic_ncols=True)
-
-
-def _preview() -> Callable[[dict[str, np.ndarray]], None]:
-    """An OpenCV window showing the composite (or the alpha)."""
-    import cv2
-
-    try:
-        cv2.namedWindow("spgim matte", cv2.WINDOW_NORMAL)
-    except cv2.error:
-        raise SpgimError("--preview needs an OpenCV build with a GUI (opencv-python, not -headless)") from None
-
-    def show(images: dict[str, np.ndarray]) -> None:
-        image = images.get("composite", images.get("alpha"))
-        if image is not None:
-            cv2.imshow("spgim matte", cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
-            cv2.waitKey(1)
-
-    return show

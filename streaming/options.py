@@ -1,12 +1,13 @@
 """A matting job's options, each defined once: one frozen dataclass per group, which is also its flags.
 
 :class:`Outputs` (what is written), :class:`EngineOptions` (which engine runs the model), :class:`MattingOptions`
-(how frames are matted), :class:`SourceOptions` (how the input is read) and :class:`EncodeOptions` (how outputs
-are encoded). ``spgim matte``, ``spgim bench --video``, ``spgim eval --video`` and the scripts declare them with
-``add_arguments(parser)`` and read them with ``from_args(args)`` (:class:`spgim.option_groups.OptionGroup`);
-:func:`spgim.streaming.job.matte_video` takes the dataclasses. A matting value left None is the export's
-(:class:`spgim.stream_defaults.StreamDefaults`, filled by the runtime), and its help says what the shipped
-configurations record. Importing this module loads no engine: ``spgim --help`` stays fast.
+(how frames are matted), :class:`SourceOptions` (how the input is read), :class:`EncodeOptions` (how outputs
+are encoded) and :class:`PreviewOptions` (where the live preview page is served). ``spgim matte``,
+``spgim bench --video``, ``spgim eval --video`` and the scripts declare them with ``add_arguments(parser)`` and
+read them with ``from_args(args)`` (:class:`spgim.option_groups.OptionGroup`); :func:`spgim.streaming.job.matte_video`
+takes the dataclasses. A matting value left None is the export's (:class:`spgim.stream_defaults.StreamDefaults`,
+filled by the runtime), and its help says what the shipped configurations record. Importing this module loads no
+engine: ``spgim --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spgim.errors import SpgimError
-from spgim.option_groups import NUMBER, SECONDS, WHOLE, Flag, OptionGroup, flag
+from spgim.option_groups import NUMBER, SECONDS, WHOLE, Flag, OptionGroup, ValueType, flag
 from spgim.stream_defaults import StreamDefaults, stated_defaults
 
 from .network import STARTUP_TIMEOUT_S
@@ -295,6 +296,66 @@ class EncodeOptions(OptionGroup):
         default=None,
         metadata=flag(
             "--preset", "H.264/H.265 encoder preset (default: veryfast for files, ultrafast for live sources)"
+        ),
+    )
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class PreviewAddress:
+    """Where a preview page listens.
+
+    Attributes:
+        host: an address or host name to bind (``127.0.0.1`` unless the user names one).
+        port: the TCP port; 0 binds any free one.
+    """
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> PreviewAddress:
+        """The address in ``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPv6]:PORT``; ValueError on other text."""
+        host, colon, port = text.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if (colon and not host) or not port.isdigit() or int(port) > 65535:
+            raise ValueError(text)
+        return cls(host or LOOPBACK, int(port))
+
+    def url(self, port: int | None = None) -> str:
+        """The page's URL (``port``: the one bound, where this address asked for any)."""
+        return f"http://{self._host()}:{self.port if port is None else port}/"
+
+    def __str__(self) -> str:
+        return f"{self._host()}:{self.port}"
+
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+PREVIEW_ADDRESS = ValueType(PreviewAddress.parse, "[HOST:]PORT (a port from 0, any free one, to 65535)")
+
+
+@dataclass(frozen=True)
+class PreviewOptions(OptionGroup):
+    """Where a job serves its live preview page (:mod:`spgim.streaming.preview`).
+
+    Attributes:
+        address: the page's host and port (None: no page).
+    """
+
+    address: PreviewAddress | None = field(
+        default=None,
+        metadata=flag(
+            "--preview",
+            "serve a live preview page here: the composite beside the input and the alpha, and the job's figures; "
+            "a bare PORT binds 127.0.0.1 (give a HOST to open it to others), 0 any free port; costs nothing while "
+            "no page is open",
+            PREVIEW_ADDRESS,
+            metavar="[HOST:]PORT",
         ),
     )
 

@@ -18,7 +18,15 @@ from spgim.cluster.options import BatchOutputs, ClusterOptions
 from spgim.errors import SpgimError
 from spgim.option_groups import OptionGroup
 from spgim.stream_defaults import StreamDefaults
-from spgim.streaming.options import EncodeOptions, EngineOptions, MattingOptions, Outputs, SourceOptions
+from spgim.streaming.options import (
+    EncodeOptions,
+    EngineOptions,
+    MattingOptions,
+    Outputs,
+    PreviewAddress,
+    PreviewOptions,
+    SourceOptions,
+)
 from spgim.train.config import MODEL_CONFIGS, get_config, stream_defaults
 
 SPGIM = str(Path(sys.executable).with_name("spgim"))
@@ -62,6 +70,8 @@ EVERY_FLAG: list[tuple[type[OptionGroup], str, Any]] = [
         SourceOptions(True, 90.0, 2.5, reconnects=2, stall_timeout=4.0, startup_timeout=9.0, rtsp_transport="tcp"),
     ),
     (EncodeOptions, "--codec h265 --quality 70 --preset fast", EncodeOptions("h265", 70, "fast")),
+    (PreviewOptions, "--preview 0.0.0.0:8080", PreviewOptions(PreviewAddress("0.0.0.0", 8080))),
+    (PreviewOptions, "--preview 0", PreviewOptions(PreviewAddress("127.0.0.1", 0))),
     (
         BatchOutputs,
         "--composite webm --alpha png --foreground mov --background #00ff00",
@@ -199,6 +209,11 @@ BAD_UPSAMPLING = [("--upsample nope", "unknown upsampling 'nope'; choose auto, g
 # matte take the engine's.
 BAD_VALUES = [
     *(("matte", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_SOURCE + BAD_UPSAMPLING),
+    (
+        "matte",
+        "--preview nonsense",
+        "--preview must be [HOST:]PORT (a port from 0, any free one, to 65535), got 'nonsense'",
+    ),
     *(("eval", *bad) for bad in BAD_MATTING + BAD_ENGINE + BAD_UPSAMPLING),
     *(("bench", *bad) for bad in BAD_MATTING),
     ("bench", "--video-duration soon", "--video-duration must be a time (seconds, M:SS or H:MM:SS), got 'soon'"),
