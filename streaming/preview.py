@@ -5,7 +5,8 @@
 - ``/``: the page (:data:`spgim.streaming.preview_page.PAGE`): the composite beside the input and the alpha,
   and the job's figures;
 - ``/composite.mjpg``, ``/input.mjpg``, ``/alpha.mjpg``: each picture as MJPEG (``multipart/x-mixed-replace``),
-  upright, at most :data:`PICTURE_SIDE` pixels on its longer side and :data:`PICTURES_PER_S` pictures a second;
+  upright, at most :data:`PICTURE_SIDES` pixels on its longer side and :data:`PICTURES_PER_S` pictures a second
+  (the composite larger and more often than the two pictures beside it);
 - ``/stats``: the job's figures as JSON, :meth:`spgim.streaming.job.MatteResult.figures` of the job so far (the
   numbers its summary line prints).
 
@@ -45,9 +46,13 @@ from .options import PreviewAddress
 from .preview_page import PAGE
 
 PICTURES = ("composite", "input", "alpha")
-PICTURE_SIDE = 640  # the pictures' longer side on the page, in pixels (smaller frames are sent as they are)
+# Each picture's longer side on the page, in pixels (smaller frames are sent as they are): the page shows the
+# composite large, the input and the alpha beside it at about half its width.
+PICTURE_SIDES = {"composite": 640, "input": 400, "alpha": 400}
 JPEG_QUALITY = 80
-PICTURES_PER_S = 30.0  # the most each picture is sent a second: a display's rate, whatever the job's
+# The most each picture is sent a second, whatever the job's rate: the composite at a display's rate, the two
+# beside it at half that (each JPEG costs the job's CPUs; the browser's decoding too, on the same machine).
+PICTURES_PER_S = {"composite": 30.0, "input": 15.0, "alpha": 15.0}
 SEND_TIMEOUT_S = 30.0  # a client that takes no data for this long is dropped
 WAIT_S = 0.5  # how often a picture thread looks whether the server is closing
 BOUNDARY = b"spgim-frame"
@@ -79,7 +84,7 @@ def picture(name: str, frame: VideoFrame, images: Mapping[str, np.ndarray]) -> n
     return composite(frame.rgb, frame.alpha, np.full_like(frame.rgb, GREEN))
 
 
-def encode_jpeg(image: np.ndarray, rotation: int = 0, side: int = PICTURE_SIDE, quality: int = JPEG_QUALITY) -> bytes:
+def encode_jpeg(image: np.ndarray, rotation: int = 0, side: int = 640, quality: int = JPEG_QUALITY) -> bytes:
     """``image`` (uint8 RGB or greyscale, stored orientation) as a JPEG, upright and at most ``side`` pixels on its
     longer side."""
     height, width = image.shape[:2]
@@ -156,7 +161,7 @@ class PreviewServer:
 
     def pictures(self, name: str) -> Iterator[bytes]:
         """The picture ``name`` of the newest frame as a JPEG, each time a newer one is shown, at most
-        :data:`PICTURES_PER_S` a second, until :meth:`close`.
+        its :data:`PICTURES_PER_S` a second, until :meth:`close`.
 
         Frames shown while the previous JPEG was being sent, or sooner than that rate, are skipped for the newest.
         """
@@ -167,7 +172,7 @@ class PreviewServer:
                 latest = self._latest
             if latest is None or latest.number == sent or self._closing.is_set():
                 continue
-            sent, due = latest.number, time.monotonic() + 1.0 / PICTURES_PER_S
+            sent, due = latest.number, time.monotonic() + 1.0 / PICTURES_PER_S[name]
             yield self._jpeg(name, latest)
 
     def close(self) -> None:
@@ -201,7 +206,7 @@ class PreviewServer:
         cached = self._encoded.get(name)
         if cached is not None and cached[0] == shown.number:
             return cached[1]
-        data = encode_jpeg(picture(name, shown.frame, shown.images), self._rotation)
+        data = encode_jpeg(picture(name, shown.frame, shown.images), self._rotation, PICTURE_SIDES[name])
         self._encoded[name] = (shown.number, data)
         return data
 

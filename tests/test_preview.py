@@ -378,10 +378,8 @@ def test_nothing_is_encoded_until_a_picture_is_asked_for(monkeypatch: pytest.Mon
         finally:
             showing.set()
             shower.join()
-    assert first is not None and first.shape == (
-        640,
-        360,
-    )  # the alpha as greyscale, turned upright, 640 on its longer side
+    # The alpha as greyscale, turned upright, 400 px on its longer side (the composite gets 640).
+    assert first is not None and first.shape == (400, 225)
     assert encoded and all(shape == (720, 1280) for shape in encoded)
 
 
