@@ -1,7 +1,7 @@
 """Frames per second of ``spgimmatte`` in ``gst-launch-1.0`` against ``spgim matte``, on one 720p clip and export.
 
     .venv/bin/python scripts/bench_gstreamer.py [--model EXPORT] [--clip CLIP] [--frames 250] [--rounds 3]
-        [--backend onnxruntime] [--precision fp32] [--json gstreamer-bench.json]
+        [--backend onnxruntime] [--precision fp32] [--encode] [--json gstreamer-bench.json]
 
 Without ``--model`` the shipped live pair is exported first (ONNX fp32, sizes 64..1280, as docs/reference-models.md
 does); without ``--clip`` a 1280x720 clip of ``--frames`` frames at 25 fps is rendered by ``spgim data clip``. The
@@ -12,7 +12,8 @@ settings the export's:
   ``spgim gst-env`` prints; its frames per second over gst-launch-1.0's own "Execution ended after" time (from
   PLAYING to the end: the model's loading and the first, prerolled, frame left out).
 - spgim matte: ``--output composite.mp4`` (its usual job, so H.264 encoding included, which the GStreamer run does not
-  do); its frames per second as its summary line reports them (the model's loading left out).
+  do unless ``--encode``: then it ends in x264enc at spgim matte's preset and quality, mp4mux and filesink); its
+  frames per second as its summary line reports them (the model's loading left out).
 
 Both wall times, start-up included, are recorded too. The JSON holds each round, the medians, their ratio
 (GStreamer / spgim matte) and the machine (CPU model and flags, libraries), as ``spgim bench`` records it.
@@ -70,10 +71,16 @@ def _export_live_pair(folder: Path) -> Path:
     return out
 
 
-def _gstreamer_round(env: dict[str, str], clip: Path, model: Path, engine: str) -> dict[str, Any]:
+# With --encode the GStreamer run writes what spgim matte writes: H.264 at x264's veryfast preset and constant
+# quality 18 (spgim matte's file defaults) in MP4. x264enc comes from Debian's gstreamer1.0-plugins-ugly.
+ENCODED_TAIL = "videoconvert ! x264enc speed-preset=veryfast pass=qual quantizer=18 ! mp4mux ! filesink location={out}"
+
+
+def _gstreamer_round(env: dict[str, str], clip: Path, model: Path, engine: str, encoded: Path | None) -> dict[str, Any]:
+    tail = "fakesink" if encoded is None else ENCODED_TAIL.format(out=shlex.quote(str(encoded)))
     pipeline = (
         f"filesrc location={shlex.quote(str(clip))} ! decodebin ! videoconvert ! "
-        f"spgimmatte model={shlex.quote(str(model))} {engine} output=composite ! fakesink"
+        f"spgimmatte model={shlex.quote(str(model))} {engine} output=composite ! {tail}"
     )
     done, wall = _run(["gst-launch-1.0", "-m", *shlex.split(pipeline)], env)
     ended = EXECUTION.search(done.stdout)
@@ -103,6 +110,11 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime", help="a backend both run (default onnxruntime)")
     parser.add_argument("--precision", default="fp32", help="default fp32")
     parser.add_argument("--json", type=Path, help="write the report here (default: stdout only)")
+    parser.add_argument(
+        "--encode",
+        action="store_true",
+        help="GStreamer writes H.264 MP4 as spgim matte does (x264enc, from gstreamer1.0-plugins-ugly)",
+    )
     args = parser.parse_args()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("GST_PLUGIN_PATH", "SPGIM_"))}
     env["PATH"] = without_virtual_environments(env.get("PATH", ""))
@@ -126,7 +138,8 @@ def main() -> None:
         engine = f"backend={args.backend} precision={args.precision}"
         rounds = []
         for _ in range(args.rounds):
-            gstreamer = _gstreamer_round(env, clip, model, engine)
+            encoded = folder / "gst-composite.mp4" if args.encode else None
+            gstreamer = _gstreamer_round(env, clip, model, engine, encoded)
             matte = _matte_round(clip, model, args.backend, args.precision, folder)
             rounds.append({"gstreamer": gstreamer, "spgim_matte": matte})
     gst_fps = statistics.median(r["gstreamer"]["fps"] for r in rounds)
@@ -136,7 +149,8 @@ def main() -> None:
         "model": str(args.model or "the shipped live pair, ONNX fp32"),
         "backend": args.backend,
         "precision": args.precision,
-        "gstreamer": "filesrc ! decodebin ! videoconvert ! spgimmatte output=composite ! fakesink",
+        "gstreamer": "filesrc ! decodebin ! videoconvert ! spgimmatte output=composite ! "
+        + (ENCODED_TAIL.format(out="gst-composite.mp4") if args.encode else "fakesink"),
         "spgim_matte": "--output composite.mp4 (H.264 encoding included)",
         "rounds": rounds,
         "gstreamer_fps": gst_fps,
