@@ -131,8 +131,11 @@ class SequencesWithScenes(Dataset[dict[str, Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         sample = dict(self.sequences[index])
-        first = (self.epoch * len(self) + index) * self.per_sequence
-        composites = [self.scenes[(first + offset) % len(self.scenes)] for offset in range(self.per_sequence)]  # type: ignore[arg-type]
+        # Drawn from the whole set (its foregrounds may be stored in an order, e.g. single-object scenes first), the
+        # same for a given epoch and index in any DataLoader worker.
+        rng = np.random.default_rng(np.random.SeedSequence([self.sequences.seed + 1, self.epoch, index, 0x5CE]))
+        chosen = rng.integers(0, len(self.scenes), size=self.per_sequence)  # type: ignore[arg-type]
+        composites = [self.scenes[int(item)] for item in chosen]
         sample["scene_image"] = torch.stack([item["image"] for item in composites])
         sample["scene_alpha"] = torch.stack([item["alpha"] for item in composites])
         return sample
