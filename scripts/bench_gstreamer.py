@@ -8,7 +8,8 @@ does); without ``--clip`` a 1280x720 clip of ``--frames`` frames at 25 fps is re
 two runs alternate, ``--rounds`` times each, on the same clip, export, backend and precision, the model's keyframe
 settings the export's:
 
-- GStreamer: ``filesrc ! decodebin ! videoconvert ! spgimmatte output=composite ! fakesink``, in the environment
+- GStreamer: ``filesrc ! decodebin ! queue ! videoconvert ! spgimmatte output=composite ! fakesink`` (the queue
+  puts decoding in a thread of its own, as spgim matte's reader is), in the environment
   ``spgim gst-env`` prints; its frames per second over gst-launch-1.0's own "Execution ended after" time (from
   PLAYING to the end: the model's loading and the first, prerolled, frame left out).
 - spgim matte: ``--output composite.mp4`` (its usual job, so H.264 encoding included, which the GStreamer run does not
@@ -73,13 +74,16 @@ def _export_live_pair(folder: Path) -> Path:
 
 # With --encode the GStreamer run writes what spgim matte writes: H.264 at x264's veryfast preset and constant
 # quality 18 (spgim matte's file defaults) in MP4. x264enc comes from Debian's gstreamer1.0-plugins-ugly.
-ENCODED_TAIL = "videoconvert ! x264enc speed-preset=veryfast pass=qual quantizer=18 ! mp4mux ! filesink location={out}"
+ENCODED_TAIL = (
+    "queue max-size-buffers=4 ! videoconvert ! x264enc speed-preset=veryfast pass=qual quantizer=18 ! mp4mux "
+    "! filesink location={out}"
+)
 
 
 def _gstreamer_round(env: dict[str, str], clip: Path, model: Path, engine: str, encoded: Path | None) -> dict[str, Any]:
     tail = "fakesink" if encoded is None else ENCODED_TAIL.format(out=shlex.quote(str(encoded)))
     pipeline = (
-        f"filesrc location={shlex.quote(str(clip))} ! decodebin ! videoconvert ! "
+        f"filesrc location={shlex.quote(str(clip))} ! decodebin ! queue max-size-buffers=4 ! videoconvert ! "
         f"spgimmatte model={shlex.quote(str(model))} {engine} output=composite ! {tail}"
     )
     done, wall = _run(["gst-launch-1.0", "-m", *shlex.split(pipeline)], env)
@@ -149,7 +153,7 @@ def main() -> None:
         "model": str(args.model or "the shipped live pair, ONNX fp32"),
         "backend": args.backend,
         "precision": args.precision,
-        "gstreamer": "filesrc ! decodebin ! videoconvert ! spgimmatte output=composite ! "
+        "gstreamer": "filesrc ! decodebin ! queue ! videoconvert ! spgimmatte output=composite ! "
         + (ENCODED_TAIL.format(out="gst-composite.mp4") if args.encode else "fakesink"),
         "spgim_matte": "--output composite.mp4 (H.264 encoding included)",
         "rounds": rounds,
