@@ -4,7 +4,7 @@ A :class:`GstBase.BaseTransform` with RGB, RGBA or BGRx in and GRAY8 (``output=a
 (``composite``) out, of the same size and frame rate; buffers keep their timestamps (PTS, DTS, duration), which
 the base class copies. The model opens when the element starts (READY to PAUSED), with the properties of
 :mod:`.properties`; frames are matted one at a time by :class:`.stream.MatteStream`. The keyframe state starts
-again on new caps, on a flush, and on a buffer marked as a discontinuity.
+again on new caps of another size or pixel format, on a flush, and on a buffer marked as a discontinuity.
 
 On the bus: an ``spgimmatte-model`` element message once the model is open (``backend``, ``precision``,
 ``work-size``, ``keyframe-interval``, ``selection``), an ``spgimmatte-frame`` message per frame (``frame``,
@@ -76,6 +76,11 @@ FIELD_TYPES = {
     float: GObject.TYPE_DOUBLE,
     str: GObject.TYPE_STRING,
 }
+
+
+def _geometry(video: GstVideo.VideoInfo) -> tuple[int, int, str]:
+    """What makes a frame another stream's: its width, height and pixel format."""
+    return video.width, video.height, video.finfo.name
 
 
 def _structure(name: str, fields: dict[str, bool | int | float | str]) -> Gst.Structure:
@@ -198,7 +203,9 @@ class SpgimMatte(GstBase.BaseTransform):
         output_video = GstVideo.VideoInfo.new_from_caps(outcaps)
         if video is None or output_video is None or self.stream is None:
             return False
-        if self.caps is not None and not self.caps.is_equal(incaps):
+        # A new size or pixel format is another stream; caps that only add or refine colorimetry, pixel aspect or
+        # frame rate (a decoder re-sends them once it has parsed the stream) are the same one.
+        if self.video is not None and _geometry(self.video) != _geometry(video):
             self._reset("caps")
         rate = Fraction(video.fps_n, video.fps_d) if video.fps_n > 0 and video.fps_d > 0 else None
         try:
