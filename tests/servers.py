@@ -230,6 +230,28 @@ def wait_until_playable(url: str, timeout: float = 15.0, **options: str) -> None
             time.sleep(0.2)
 
 
+def read_back(url: str, found: dict[str, Any], *, deadline: float, **options: Any) -> None:
+    """Decode what a server plays at ``url`` into ``found`` (frames, size) until the stream ends or the deadline."""
+    import av
+
+    while time.monotonic() < deadline:
+        try:
+            container = av.open(url, timeout=(3.0, 1.5), **options)
+            break
+        except av.error.FFmpegError:
+            time.sleep(0.2)  # not published yet
+    else:
+        return
+    try:
+        for frame in container.decode(video=0):
+            found["frames"] += 1
+            found["size"] = (frame.width, frame.height)
+    except av.error.FFmpegError:
+        pass  # the publisher finished: the server goes quiet, the read times out
+    finally:
+        container.close()
+
+
 @contextmanager
 def published(
     protocol: str, clip: Path, folder: Path, *, options: tuple[str, ...] = (), wait: bool = True

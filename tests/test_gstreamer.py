@@ -358,6 +358,7 @@ def test_a_caps_change_mid_stream_resets_the_keyframes(gst_env: dict[str, str], 
     )
     messages = _run_app(gst_env, pipeline)
     assert messages[0]["name"] == "spgimmatte-model" and messages[0]["work-size"] == 128
+    assert messages[0]["keep-freed-memory"] is True  # glibc: frame-sized blocks are kept for reuse
     resets = [m for m in messages if m["name"] == "spgimmatte-reset"]
     assert resets == [{"name": "spgimmatte-reset", "frame": 6, "reason": "caps"}]
     frames = [m for m in messages if m["name"] == "spgimmatte-frame"]
@@ -427,3 +428,107 @@ def test_an_element_that_cannot_load_spgim_says_why(gst_env: dict[str, str], tmp
     assert result.returncode != 0 and "Traceback" not in output
     assert "spgimmatte: cannot load spgim (ModuleNotFoundError" in result.stderr
     assert re.search(r"ERROR: from element \S*spgimmatte0: spgimmatte: cannot load spgim", output), output[-3000:]
+
+
+# --- the pipelines docs/gstreamer.md shows, run as written -----------------------------------------------
+
+
+def _documented_pipelines() -> list[str]:
+    """The ``sh`` blocks of docs/gstreamer.md's "Pipelines" section, each on one line."""
+    text = (HERE.parent / "docs" / "gstreamer.md").read_text()
+    section = text.split("\n## Pipelines\n", 1)[1].split("\n## ", 1)[0]
+    return [" ".join(block.replace("\\\n", " ").split()) for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def _adapted(pipeline: str, replacements: dict[str, str]) -> str:
+    """``pipeline`` with the user's names replaced by the test's; each name must still be in the docs."""
+    assert pipeline.startswith("gst-launch-1.0 "), pipeline
+    for written, used in replacements.items():
+        assert written in pipeline, f"docs/gstreamer.md no longer has {written!r} in: {pipeline}"
+        pipeline = pipeline.replace(written, used)
+    return pipeline.removeprefix("gst-launch-1.0 ")
+
+
+def _require_elements(env: dict[str, str], *names: str) -> None:
+    missing = [
+        name for name in names if subprocess.run(["gst-inspect-1.0", name], env=env, capture_output=True).returncode
+    ]
+    if missing:
+        unavailable(f"GStreamer elements missing: {', '.join(missing)} (gstreamer1.0-plugins-ugly and -bad)")
+
+
+def test_the_documented_file_pipelines_run(gst_env: dict[str, str], model: Path, tmp_path: Path) -> None:
+    """File to file, as docs/gstreamer.md writes it: the composite over a photo as H.264 MP4, and the alpha in
+    Matroska; every frame comes out, at the clip's size, and the composite shows the photo where the alpha is 0."""
+    from media import make_clip
+
+    _require_elements(gst_env, "x264enc", "mp4mux", "matroskamux")
+    composite_pipeline, alpha_pipeline = _documented_pipelines()[:2]
+    clip = make_clip(tmp_path / "clip.mp4", size=(160, 96), frames=12, fps=25)
+    photo = np.zeros((96, 160, 3), np.uint8)
+    photo[:, :, 0] = 255  # pure blue (OpenCV writes BGR)
+    cv2.imwrite(str(tmp_path / "beach.png"), photo)
+    names = {"location=clip.mp4": f"location={clip.path}", "model=exported": f"model={model} {ONNX}"}
+    composite = _adapted(
+        composite_pipeline,
+        {
+            **names,
+            "background=beach.jpg": f"background={tmp_path}/beach.png",
+            "location=composite.mp4": f"location={tmp_path}/composite.mp4",
+        },
+    )
+    alpha = _adapted(alpha_pipeline, {**names, "location=alpha.mkv": f"location={tmp_path}/alpha.mkv"})
+    for pipeline in (composite, alpha):
+        result = _launch(gst_env, pipeline)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (
+            result.stdout[-2000:] + result.stderr[-2000:]
+        )
+    with av.open(str(tmp_path / "composite.mp4")) as container:
+        composites = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    with av.open(str(tmp_path / "alpha.mkv")) as container:
+        alphas = [frame.to_ndarray(format="gray").astype(np.float32) / 255 for frame in container.decode(video=0)]
+    with av.open(str(clip.path)) as container:
+        frames = [frame.to_ndarray(format="rgb24").astype(np.float32) for frame in container.decode(video=0)]
+    assert len(composites) == len(alphas) == len(frames) == 12
+    assert composites[0].shape == (96, 160, 3) and alphas[0].shape == (96, 160)
+    blue = np.array([0.0, 0.0, 255.0], np.float32)
+    for image, matte, frame in zip(composites, alphas, frames, strict=True):
+        expected = frame * matte[..., None] + blue * (1 - matte[..., None])  # the frame over the photo
+        # Within two YUV round trips (GStreamer's and FFmpeg's rounding differ) and H.264 at x264enc's defaults.
+        assert np.abs(image.astype(np.float32) - expected).mean() < 4  # 1.7 here; the wrong background: 85
+
+
+def test_the_documented_live_pipeline_publishes_to_an_rtmp_server(
+    gst_env: dict[str, str], model: Path, tmp_path: Path
+) -> None:
+    """docs/gstreamer.md's webcam pipeline, with a live test source in place of the camera (none here), publishes
+    the matted, blurred-background video to a real nginx-rtmp on 127.0.0.1, where a player receives it."""
+    import threading
+    import time
+
+    from servers import RtmpServer, read_back, require_servers
+
+    require_servers()
+    _require_elements(gst_env, "x264enc", "h264parse", "flvmux", "rtmp2sink")
+    live = _documented_pipelines()[2]
+    camera = "v4l2src device=/dev/video0 ! video/x-raw,width=1280,height=720,framerate=30/1"
+    test_source = (
+        "videotestsrc is-live=true num-buffers=75 pattern=ball ! video/x-raw,width=320,height=192,framerate=25/1"
+    )
+    server = RtmpServer(tmp_path)
+    found: dict[str, Any] = {"frames": 0, "size": None}
+
+    player = threading.Thread(target=read_back, args=(server.url(), found), kwargs={"deadline": time.monotonic() + 30})
+    try:
+        pipeline = _adapted(
+            live,
+            {camera: test_source, "model=live-export": f"model={model} {ONNX}", "rtmp://server/live/KEY": server.url()},
+        )
+        player.start()
+        result = _launch(gst_env, pipeline, timeout=120)
+        player.join(40)
+    finally:
+        server.stop()
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    # A player joins at a keyframe (every 60 frames here): up to the first 60 frames may be missed.
+    assert found["frames"] >= 15 and found["size"] == (320, 192), found

@@ -12,11 +12,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import pytest
 from loopback import free_port
 from media import make_clip
-from servers import RtmpServer, RtspServer, SrtRelay, free_udp_base, published, require_servers
+from servers import RtmpServer, RtspServer, SrtRelay, free_udp_base, published, read_back, require_servers
 from streaming_util import probe, through_outage
 
 from spgim.errors import SpgimError
@@ -56,26 +55,6 @@ def test_a_live_source_comes_back_within_seconds_of_a_publisher_outage(
     assert (made.width, made.height) == (320, 192) and len(made.times) == result.frames_out
 
 
-def _read_back(url: str, found: dict[str, Any], *, deadline: float, **options: Any) -> None:
-    """Decode what a server plays at ``url`` into ``found`` (frames, size) until the stream ends or the deadline."""
-    while time.monotonic() < deadline:
-        try:
-            container = av.open(url, timeout=(3.0, 1.5), **options)
-            break
-        except av.error.FFmpegError:
-            time.sleep(0.2)  # not published yet
-    else:
-        return
-    try:
-        for frame in container.decode(video=0):
-            found["frames"] += 1
-            found["size"] = (frame.width, frame.height)
-    except av.error.FFmpegError:
-        pass  # the publisher finished: the server goes quiet, the read times out
-    finally:
-        container.close()
-
-
 @pytest.mark.parametrize("protocol", ["rtmp", "rtsp", "srt", "udp"])
 def test_the_matte_is_published_live_and_recorded(protocol: str, matter: Matter, tmp_path: Path) -> None:
     require_servers()
@@ -98,7 +77,7 @@ def test_the_matte_is_published_live_and_recorded(protocol: str, matter: Matter,
         port = free_udp_base(2)
         destination, play = f"udp://127.0.0.1:{port}", f"udp://127.0.0.1:{port}?timeout=3000000"
     reader = threading.Thread(
-        target=_read_back, args=(play, found), kwargs={"deadline": time.monotonic() + 20, **reader_options}
+        target=read_back, args=(play, found), kwargs={"deadline": time.monotonic() + 20, **reader_options}
     )
     try:
         if play:
