@@ -160,6 +160,11 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
         (["spgm-seq"], "spgim train spgm-seq needs --spd"),
         (["spgm-seq", "--spd", "x.pt", "--crop", "64"], "--crop and --bg-per-fg shape image training"),
         (["spgm", "--spd", "x.pt", "--recurrent"], "--recurrent belongs to the spgm-seq stage"),
+        (
+            ["spgm-seq", "--spd", "x.pt", "--memory-lr-factor", "50"],
+            "--memory-lr-factor belongs to spgm-seq --recurrent",
+        ),
+        (["spgm-seq", "--spd", "x.pt", "--recurrent", "--memory-lr-factor", "0"], "must be positive, got 0.0"),
     ):
         done = subprocess.run(
             [*spgim, *extra, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
@@ -168,6 +173,14 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
             timeout=120,
         )
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_recurrent_units_learn_at_their_own_rate(tmp_path: Path) -> None:
+    stage = _stage(tmp_path, recurrent=True, lr=1e-5, memory_lr_factor=100.0)
+    rest, memory = stage.param_groups()
+    assert rest["lr"] == 1e-5 and memory["lr"] == pytest.approx(1e-3)
+    recurrent = {id(p) for unit in stage.model.recurrent.values() for p in unit.parameters()}
+    assert {id(p) for p in memory["params"]} == recurrent and not recurrent & {id(p) for p in rest["params"]}
 
 
 @pytest.mark.slow

@@ -83,6 +83,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="spgm-seq: still composites of DATA/train trained beside each sequence (0: sequences only)",
     )
+    parser.add_argument(
+        "--memory-lr-factor",
+        type=float,
+        help="spgm-seq --recurrent: the recurrent units' learning rate over the rest's (default 10: they start at 0)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -110,6 +115,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("--crop and --bg-per-fg shape image training; spgm-seq trains on generated sequences")
     if args.stage != "spgm-seq" and (args.sequences is not None or args.scenes_per_sequence is not None):
         raise SpgimError("--sequences and --scenes-per-sequence belong to the spgm-seq stage")
+    if args.memory_lr_factor is not None and not args.recurrent:
+        raise SpgimError("--memory-lr-factor belongs to spgm-seq --recurrent (the control has no recurrent units)")
+    if args.memory_lr_factor is not None and args.memory_lr_factor <= 0:
+        raise SpgimError(f"--memory-lr-factor must be positive, got {args.memory_lr_factor}")
     if args.recurrent and args.stage != "spgm-seq":
         raise SpgimError("--recurrent belongs to the spgm-seq stage")
     if args.recurrent and args.resume is not None:
@@ -146,6 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
             shift_consistency=args.shift_consistency,
             sequences_per_epoch=args.sequences,
             scenes_per_sequence=args.scenes_per_sequence,
+            memory_lr_factor=args.memory_lr_factor,
         )
         seed = args.seed
     torch.manual_seed(seed)
