@@ -11,7 +11,8 @@ Each line of output (JSON) holds the three parts of ``spgm-seq``'s loss on them,
 BatchNorm on its running statistics (as the stage trains): ``frame`` (Eq. 6 over the closed-loop frames),
 ``temporal5`` (5 x the temporal MSE) and ``scene`` (the image stage's loss on the composites), and their sum.
 
-Without ``--steps`` it scores the shipped live SPGM and each ``--checkpoint``. With ``--steps`` it trains the
+Without ``--steps`` it scores the shipped live SPGM and each ``--checkpoint`` (recurrent ones with ``--recurrent``,
+whose fresh memory leaves the shipped SPGM's output as it is). With ``--steps`` it trains the
 shipped live pair on other batches of the same sequences and composites, Adam as the stage's recipe, and scores
 the fixed batches every ``--every`` steps: ``--sequence-weight 0`` trains on the composites alone, ``--scenes 0``
 on the sequences alone, ``--bn train`` with batch statistics. Random numbers (the guides, the motions, the
@@ -107,7 +108,10 @@ def main() -> None:
     training = order[2 * FIXED :]
     print(json.dumps({"model": "shipped live SPGM", "step": 0, **_parts(stage, recipe, fixed)}), flush=True)
     for checkpoint in args.checkpoint:
-        stage.model.load_state_dict(load_checkpoint(checkpoint, branch="spgm")["state_dict"])
+        weights = load_checkpoint(checkpoint, branch="spgm")["state_dict"]
+        if any(name.startswith("recurrent.") for name in weights) != args.recurrent:
+            raise SystemExit(f"{checkpoint}: score a recurrent checkpoint with --recurrent, and only those")
+        stage.model.load_state_dict(weights)
         print(json.dumps({"model": str(checkpoint), **_parts(stage, recipe, fixed)}), flush=True)
     if not args.steps:
         return

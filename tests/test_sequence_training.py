@@ -162,7 +162,7 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
         (["spgm", "--spd", "x.pt", "--recurrent"], "--recurrent belongs to the spgm-seq stage"),
         (
             ["spgm-seq", "--spd", "x.pt", "--memory-lr-factor", "50"],
-            "--memory-lr-factor belongs to spgm-seq --recurrent",
+            "--memory-lr-factor and --memory-only belong to spgm-seq --recurrent",
         ),
         (["spgm-seq", "--spd", "x.pt", "--recurrent", "--memory-lr-factor", "0"], "must be positive, got 0.0"),
     ):
@@ -181,6 +181,21 @@ def test_the_recurrent_units_learn_at_their_own_rate(tmp_path: Path) -> None:
     assert rest["lr"] == 1e-5 and memory["lr"] == pytest.approx(1e-3)
     recurrent = {id(p) for unit in stage.model.recurrent.values() for p in unit.parameters()}
     assert {id(p) for p in memory["params"]} == recurrent and not recurrent & {id(p) for p in rest["params"]}
+
+
+def test_memory_only_trains_the_recurrent_units_and_nothing_else(tmp_path: Path) -> None:
+    stage = _stage(tmp_path, recurrent=True, keyframe_interval=2, memory_only=True)
+    (group,) = stage.param_groups()
+    recurrent = {id(p) for unit in stage.model.recurrent.values() for p in unit.parameters()}
+    assert {id(p) for p in group["params"]} == recurrent
+    before = {name: p.detach().clone() for name, p in stage.model.named_parameters()}
+    optimizer = torch.optim.Adam([group])
+    optimizer.zero_grad()
+    stage.loss(stage.model, _batch(stage, (0, 4))).backward()
+    optimizer.step()
+    moved = {name for name, parameter in stage.model.named_parameters() if not torch.equal(parameter, before[name])}
+    # The residuals start at zero, so on the first step only they receive a gradient; nothing outside moves.
+    assert moved == {name for name in before if name.startswith("recurrent.") and ".residual." in name}
 
 
 @pytest.mark.slow

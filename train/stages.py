@@ -455,12 +455,18 @@ class SPGMSequenceStage:
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The trained SPGM at the recipe's rate; the recurrent units, new, at ``memory_lr_factor`` times it (they
-        start at zero and reach the loss only through their zero-initialised residuals)."""
+        start at zero and reach the loss only through their zero-initialised residuals). With the recipe's
+        ``memory_only`` the recurrent units alone learn: the rest of SPGM stays as initialised (no gradient)."""
         memory = [p for name, p in self.model.named_parameters() if name.startswith("recurrent.")]
         rest = [p for name, p in self.model.named_parameters() if not name.startswith("recurrent.")]
+        memory_rate = self.recipe["lr"] * float(self.recipe["memory_lr_factor"])
+        if self.recipe.get("memory_only"):  # absent from runs made before it
+            for parameter in rest:
+                parameter.requires_grad_(False)
+            return [{"params": memory, "lr": memory_rate}]
         groups = [{"params": rest, "lr": self.recipe["lr"]}]
         if memory:
-            groups.append({"params": memory, "lr": self.recipe["lr"] * float(self.recipe["memory_lr_factor"])})
+            groups.append({"params": memory, "lr": memory_rate})
         return groups
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:

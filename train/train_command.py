@@ -88,6 +88,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="spgm-seq --recurrent: the recurrent units' learning rate over the rest's (default 10: they start at 0)",
     )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        default=None,
+        help="spgm-seq --recurrent: train the recurrent units alone; the rest of SPGM stays as --init gave it",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -115,8 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("--crop and --bg-per-fg shape image training; spgm-seq trains on generated sequences")
     if args.stage != "spgm-seq" and (args.sequences is not None or args.scenes_per_sequence is not None):
         raise SpgimError("--sequences and --scenes-per-sequence belong to the spgm-seq stage")
-    if args.memory_lr_factor is not None and not args.recurrent:
-        raise SpgimError("--memory-lr-factor belongs to spgm-seq --recurrent (the control has no recurrent units)")
+    if (args.memory_lr_factor is not None or args.memory_only) and not args.recurrent:
+        raise SpgimError(
+            "--memory-lr-factor and --memory-only belong to spgm-seq --recurrent (the control has no recurrent units)"
+        )
     if args.memory_lr_factor is not None and args.memory_lr_factor <= 0:
         raise SpgimError(f"--memory-lr-factor must be positive, got {args.memory_lr_factor}")
     if args.recurrent and args.stage != "spgm-seq":
@@ -156,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
             sequences_per_epoch=args.sequences,
             scenes_per_sequence=args.scenes_per_sequence,
             memory_lr_factor=args.memory_lr_factor,
+            memory_only=args.memory_only,
         )
         seed = args.seed
     torch.manual_seed(seed)
