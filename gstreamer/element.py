@@ -7,11 +7,12 @@ the base class copies. The model opens when the element starts (READY to PAUSED)
 again on new caps of another size or pixel format, on a flush, and on a buffer marked as a discontinuity.
 
 On the bus: an ``spgimmatte-model`` element message once the model is open (``backend``, ``precision``,
-``work-size``, ``keyframe-interval``, ``selection``, ``keep-freed-memory``), an ``spgimmatte-frame`` message per frame (``frame``,
-``keyframe``, ``latency-ms``, ``pts``; turned off by ``post-messages=false``) and an ``spgimmatte-reset`` message
-where the keyframe state was dropped (``frame``, the next frame's number, and ``reason``: ``caps``, ``flush`` or
-``discont``). Every failure is a GStreamer error message with one line saying what is wrong, never a Python
-traceback (for a failure that is no input's fault, the debug text says where it was raised).
+``work-size``, ``keyframe-interval``, ``selection``, ``keep-freed-memory``), an ``spgimmatte-frame`` message per
+frame (``frame``, ``keyframe``, ``latency-ms``, ``pts``; turned off by ``post-messages=false``) and an
+``spgimmatte-reset`` message where the keyframe state was dropped (``frame``, the next frame's number, and
+``reason``: ``caps``, ``flush`` or ``discont``). Every failure is a GStreamer error message with one line saying
+what is wrong, never a Python traceback (for a failure that is no input's fault, the debug text says where it was
+raised).
 
 The element reports its processing time (the 90th percentile of recent frames, with a margin, only ever raised) as
 latency, so that a live pipeline's sinks expect its frames that much later.
