@@ -34,7 +34,7 @@ from spgim.train.checkpoint import load_checkpoint
 from spgim.train.distributed import DistInfo
 from spgim.train.loop import build_optimizer
 from spgim.train.recipes import get_recipe
-from spgim.train.stages import SceneLoss, SPGMSequenceStage
+from spgim.train.stages import SceneLoss, SPGMSequenceStage, hold_batch_norm_statistics
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "spgim" / "weights"
 SEQUENCES = 600  # sequences the probe draws from, as pilot runs' --sequences 600
@@ -44,9 +44,7 @@ FIXED = 6  # fixed batches scored
 def _running_statistics(model: nn.Module) -> None:
     """Training mode, BatchNorm on its running statistics (the stage's frozen BatchNorm)."""
     model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    hold_batch_norm_statistics(model)
 
 
 def _batch(stage: SPGMSequenceStage, indices: list[int]) -> dict[str, torch.Tensor]:

@@ -378,6 +378,14 @@ class SPGMStage:
         return {"spd_digest": self.spd_digest, "spd_checkpoint": self.spd_path, "init": self.init}
 
 
+def hold_batch_norm_statistics(model: nn.Module) -> None:
+    """Put ``model``'s BatchNorm layers in eval mode: they normalise with their running statistics and no longer
+    update them, while the rest of ``model`` keeps its mode and every parameter still learns."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _warp(image: Tensor, grid: Tensor) -> Tensor:
     """``image`` resampled at ``grid`` (bilinear; outside the image, its border)."""
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -427,6 +435,9 @@ class SPGMSequenceStage:
         self.init = str(init) if init else None
         if resume is None and init is not None:
             load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
+        if recipe.get("memory_only"):  # absent from runs made before it
+            for name, parameter in self.model.named_parameters():
+                parameter.requires_grad_(name.startswith("recurrent."))
         size = (int(recipe["seq_size"][0]), int(recipe["seq_size"][1]))
         frames = int(recipe["seq_frames"])
         supersample = int(recipe["seq_supersample"])
@@ -460,9 +471,7 @@ class SPGMSequenceStage:
         memory = [p for name, p in self.model.named_parameters() if name.startswith("recurrent.")]
         rest = [p for name, p in self.model.named_parameters() if not name.startswith("recurrent.")]
         memory_rate = self.recipe["lr"] * float(self.recipe["memory_lr_factor"])
-        if self.recipe.get("memory_only"):  # absent from runs made before it
-            for parameter in rest:
-                parameter.requires_grad_(False)
+        if self.recipe.get("memory_only"):  # absent from runs made before it; the rest was frozen in __init__
             return [{"params": memory, "lr": memory_rate}]
         groups = [{"params": rest, "lr": self.recipe["lr"]}]
         if memory:
@@ -473,9 +482,7 @@ class SPGMSequenceStage:
         if model.training and self.recipe["frozen_batch_norm"]:
             # Two sequences' frames make a batch of one scene each, far from the statistics of the data the SPGM
             # was trained on: its BatchNorm layers keep their running statistics (their scales still learn).
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            hold_batch_norm_statistics(model)
         frame_loss, temporal, _ = self._closed_loop(model, batch)
         total = frame_loss + float(self.recipe["temporal"]) * temporal
         if "scene_image" in batch:
