@@ -62,6 +62,23 @@ def test_sequences_are_deterministic_seeded_apart_and_cut_where_they_say() -> No
     assert not torch.equal(sample["image"][cut], torch.from_numpy(whole[cut]).permute(2, 0, 1).float() / 255)
 
 
+def test_a_steady_share_moves_that_share_as_the_clip_command_does() -> None:
+    eased = SequenceDataset(16, frames=5, size=SIZE, seed=2, cut_share=0.0)
+    mixed = SequenceDataset(16, frames=5, size=SIZE, seed=2, cut_share=0.0, steady_share=0.5)
+    steady = [i for i in range(16) if mixed.motion_draw(i) < 0.5]
+    assert 0 < len(steady) < 16  # both motions are drawn
+    for index in range(16):
+        motion = "steady" if index in steady else "eased"
+        frames, *_ = render_frames(5, SIZE, mixed.sample_seed(index), motion=motion)
+        expected = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+        assert torch.equal(mixed[index]["image"], expected), (index, motion)
+        # The draw stands apart from the rest of a sample: without a steady share, the samples of before.
+        assert torch.equal(eased[index]["image"], mixed[index]["image"]) == (motion == "eased")
+    assert mixed.describe()["steady_share"] == 0.5
+    with pytest.raises(ValueError, match="steady_share must be within"):
+        SequenceDataset(4, frames=5, size=SIZE, steady_share=1.5)
+
+
 def _stage(folder: Path, *, recurrent: bool, data: Path | None = None, **recipe: Any) -> Any:
     from spgim.train.stages import SPGMSequenceStage
 
@@ -152,6 +169,12 @@ def test_training_reaches_the_memory_and_lowers_the_loss(tmp_path: Path) -> None
     assert set(numbers) == {"val_mae", "val_temporal_mse", "score"} and numbers["score"] > 0
 
 
+def test_the_stage_trains_on_the_recipes_sequence_length_and_motion(tmp_path: Path) -> None:
+    stage = _stage(tmp_path, recurrent=True, seq_frames=7, steady_share=1.0)
+    assert stage.train_set.describe() | {"frames": 7, "steady_share": 1.0} == stage.train_set.describe()
+    assert stage.train_set[0]["image"].shape[0] == 7
+
+
 @pytest.mark.slow
 def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
@@ -165,6 +188,9 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
             "--memory-lr-factor and --memory-only belong to spgm-seq --recurrent",
         ),
         (["spgm-seq", "--spd", "x.pt", "--recurrent", "--memory-lr-factor", "0"], "must be positive, got 0.0"),
+        (["spgm", "--spd", "x.pt", "--sequence-frames", "24"], "--sequence-frames, --steady-share and"),
+        (["spgm-seq", "--spd", "x.pt", "--sequence-frames", "1"], "--sequence-frames must be at least 2, got 1"),
+        (["spgm-seq", "--spd", "x.pt", "--steady-share", "2"], "--steady-share must be within [0, 1], got 2.0"),
     ):
         done = subprocess.run(
             [*spgim, *extra, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")],

@@ -112,6 +112,7 @@ _SEQUENCES = {
     "seq_frames": 12,
     "seq_size": [320, 192],  # the live working size of a 16:9 frame
     "seq_supersample": 2,  # rendered at twice the size and shrunk, as a stream's frames are
+    "steady_share": 0.0,  # the share of sequences at the steady speeds of `spgim data clip` (the rest eased)
     "cut_share": 0.25,
     "temporal": 5.0,
     "val_sequences": 8,

@@ -448,6 +448,7 @@ class SPGMSequenceStage:
             seed=seed,
             cut_share=recipe["cut_share"],
             supersample=supersample,
+            steady_share=float(recipe.get("steady_share", 0.0)),  # absent from runs made before it
         )
         self.train_set: SequenceDataset | SequencesWithScenes = sequences
         scenes = int(recipe.get("scenes_per_sequence") or 0)  # absent from runs made before it

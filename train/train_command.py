@@ -79,6 +79,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--sequences", type=int, help="spgm-seq: generated sequences per epoch (distinct within a run and a seed)"
     )
     parser.add_argument(
+        "--sequence-frames",
+        type=int,
+        help="spgm-seq: frames per generated sequence (default 12); the recurrent state runs that many frames",
+    )
+    parser.add_argument(
+        "--steady-share",
+        type=float,
+        help="spgm-seq: share of sequences whose objects move at the steady speeds of `spgim data clip` (default 0)",
+    )
+    parser.add_argument(
         "--scenes-per-sequence",
         type=int,
         help="spgm-seq: still composites of DATA/train trained beside each sequence (0: sequences only)",
@@ -119,8 +129,15 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError("--spd belongs to the spgm and spgm-seq stages")
     if args.stage == "spgm-seq" and (args.crop is not None or args.bg_per_fg is not None):
         raise SpgimError("--crop and --bg-per-fg shape image training; spgm-seq trains on generated sequences")
-    if args.stage != "spgm-seq" and (args.sequences is not None or args.scenes_per_sequence is not None):
-        raise SpgimError("--sequences and --scenes-per-sequence belong to the spgm-seq stage")
+    sequence_options = (args.sequences, args.scenes_per_sequence, args.sequence_frames, args.steady_share)
+    if args.stage != "spgm-seq" and any(option is not None for option in sequence_options):
+        raise SpgimError(
+            "--sequences, --sequence-frames, --steady-share and --scenes-per-sequence belong to the spgm-seq stage"
+        )
+    if args.sequence_frames is not None and args.sequence_frames < 2:
+        raise SpgimError(f"--sequence-frames must be at least 2, got {args.sequence_frames}")
+    if args.steady_share is not None and not 0.0 <= args.steady_share <= 1.0:
+        raise SpgimError(f"--steady-share must be within [0, 1], got {args.steady_share}")
     if (args.memory_lr_factor is not None or args.memory_only) and not args.recurrent:
         raise SpgimError(
             "--memory-lr-factor and --memory-only belong to spgm-seq --recurrent (the control has no recurrent units)"
@@ -162,6 +179,8 @@ def run_train(args: argparse.Namespace) -> int:
             max_steps_per_epoch=args.max_steps_per_epoch,
             shift_consistency=args.shift_consistency,
             sequences_per_epoch=args.sequences,
+            seq_frames=args.sequence_frames,
+            steady_share=args.steady_share,
             scenes_per_sequence=args.scenes_per_sequence,
             memory_lr_factor=args.memory_lr_factor,
             memory_only=args.memory_only,

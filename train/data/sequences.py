@@ -2,7 +2,8 @@
 
 Each sample is drawn from its own seed (``seed_base + index``), far from the seeds of the demo and evaluation
 clips (0 to a few hundred), so no evaluation clip is ever trained on. Objects move with eased motion, pauses and
-reversals (:func:`.clips.eased_clock`); a share of the samples are two clips joined at a random frame, where a
+reversals (:func:`.clips.eased_clock`), or, in a chosen share of the samples, at the steady speeds of the demo and
+evaluation clips (``spgim data clip``); a share of the samples are two clips joined at a random frame, where a
 stream's runtime would see a scene cut and start afresh (the training resets the state there too).
 """
 
@@ -37,6 +38,8 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         cut_share: the share of samples that are two clips joined by a hard cut.
         supersample: render at this many times ``size`` and shrink with area averaging, as a stream's frames are
             shrunk to the working size (edges and the true alpha's coverage anti-aliased, not drawn at the size).
+        steady_share: the share of samples whose objects move at steady speeds, as in ``spgim data clip``'s clips,
+            instead of the eased motion; drawn apart from the rest of a sample, so 0 gives the samples of before.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         seed: int = 0,
         cut_share: float = 0.25,
         supersample: int = 1,
+        steady_share: float = 0.0,
     ) -> None:
         if frames < 2:
             raise ValueError(f"a sequence needs at least 2 frames, got {frames}")
@@ -58,6 +62,9 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, got {supersample}")
         self.supersample = supersample
+        if not 0.0 <= steady_share <= 1.0:
+            raise ValueError(f"steady_share must be within [0, 1], got {steady_share}")
+        self.steady_share = steady_share
 
     def __len__(self) -> int:
         return self.length
@@ -66,25 +73,30 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
         """The seed sample ``index`` is drawn from."""
         return SEQUENCE_SEED_BASE + self.seed * self.length + index
 
+    def motion_draw(self, index: int) -> float:
+        """The uniform draw in [0, 1) that picks sample ``index``'s motion (steady where below ``steady_share``)."""
+        return float(np.random.default_rng(np.random.SeedSequence([self.sample_seed(index), 0x57EAD])).random())
+
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         seed = self.sample_seed(index)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E9]))
         cut = 0
         if rng.random() < self.cut_share:
             cut = int(rng.integers(2, self.frames - 1)) if self.frames > 3 else 1
-        images, alphas = self._render(self.frames, seed)
+        motion = "steady" if self.motion_draw(index) < self.steady_share else "eased"
+        images, alphas = self._render(self.frames, seed, motion)
         if cut:
-            after, after_alphas = self._render(self.frames - cut, seed + 7_919_000)
+            after, after_alphas = self._render(self.frames - cut, seed + 7_919_000, motion)
             images, alphas = np.concatenate([images[:cut], after]), np.concatenate([alphas[:cut], after_alphas])
         image = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
         alpha = torch.from_numpy(alphas)[:, None]
         return {"image": image, "alpha": alpha, "cut": torch.tensor(cut, dtype=torch.int64)}
 
-    def _render(self, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``frames`` frames of eased motion from ``seed``: uint8 RGB ``(T, H, W, 3)``, float32 alpha ``(T, H, W)``."""
+    def _render(self, frames: int, seed: int, motion: str) -> tuple[np.ndarray, np.ndarray]:
+        """``frames`` frames of ``motion`` from ``seed``: uint8 RGB ``(T, H, W, 3)``, float32 alpha ``(T, H, W)``."""
         width, height = self.size
         factor = self.supersample
-        rendered, coverage, _, _ = render_frames(frames, (width * factor, height * factor), seed, motion="eased")
+        rendered, coverage, _, _ = render_frames(frames, (width * factor, height * factor), seed, motion=motion)
         images: list[np.ndarray] = list(rendered)
         alphas: list[np.ndarray] = [alpha.astype(np.float32) for alpha in coverage]
         if factor > 1:
@@ -100,6 +112,7 @@ class SequenceDataset(Dataset[dict[str, Tensor]]):
             "seed": self.seed,
             "cut_share": self.cut_share,
             "supersample": self.supersample,
+            "steady_share": self.steady_share,
         }
 
 
@@ -128,6 +141,10 @@ class SequencesWithScenes(Dataset[dict[str, Tensor]]):
         set_epoch = getattr(self.scenes, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(epoch)
+
+    def motion_draw(self, index: int) -> float:
+        """The uniform draw in [0, 1) that picks sample ``index``'s motion (steady where below ``steady_share``)."""
+        return float(np.random.default_rng(np.random.SeedSequence([self.sample_seed(index), 0x57EAD])).random())
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         sample = dict(self.sequences[index])
