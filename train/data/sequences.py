@@ -142,10 +142,6 @@ class SequencesWithScenes(Dataset[dict[str, Tensor]]):
         if set_epoch is not None:
             set_epoch(epoch)
 
-    def motion_draw(self, index: int) -> float:
-        """The uniform draw in [0, 1) that picks sample ``index``'s motion (steady where below ``steady_share``)."""
-        return float(np.random.default_rng(np.random.SeedSequence([self.sample_seed(index), 0x57EAD])).random())
-
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         sample = dict(self.sequences[index])
         # Drawn from the whole set (its foregrounds may be stored in an order, e.g. single-object scenes first), the
