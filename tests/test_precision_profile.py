@@ -1,0 +1,108 @@
+"""scripts/precision_profile.py on the tiny configuration: every part for each engine, shares that add up,
+OpenVINO's layers with their kernels, bf16 kernels in a bf16 run where the CPU has native bf16, and bad
+options refused in one line. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spgim.machine import native_bf16_missing
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "precision_profile.py"
+# The parts the report promises, whatever a configuration has (0 where it has none).
+PARTS = {
+    "encoder convolutions",
+    "tst attention",
+    "aft",
+    "decoder",
+    "resize/upsample",
+    "casts and reorders",
+    "other",
+}
+ENGINES = ("openvino", "torch")
+
+
+def _run(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *options], capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("precision-profile") / "profile.json"
+    # One thread: two OpenMP threads on a shared 2-core machine can wait whole time slices at every op.
+    result = _run("--config", "tiny", "--size", "64x64", "--iters", "1", "--threads", "1", "--json", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bf16 speed-up" in result.stdout
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def _runs(report: dict[str, Any], engine: str) -> dict[str, dict[str, Any]]:
+    """The precisions that ran on ``engine`` (skipped ones left out)."""
+    return {p: record for p, record in report["engines"][engine].items() if "skipped" not in record}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_part_is_reported_and_shares_add_up(report: dict[str, Any], engine: str) -> None:
+    runs = _runs(report, engine)
+    assert "fp32" in runs
+    for precision, record in runs.items():
+        for where, summary in [("both", record), *record["branches"].items()]:
+            assert set(summary["parts"]) == PARTS, f"{engine} {precision} {where}"
+            shares = sum(part["share"] for part in summary["parts"].values())
+            assert shares == pytest.approx(1.0, abs=1e-6), f"{engine} {precision} {where}"
+            assert summary["total_ms"] > 0
+        assert set(record["branches"]) == {"spd", "spgm"}
+    assert set(report["speedups"][engine]) in ({*PARTS, "total"}, set())
+
+
+def test_openvino_lists_layers_with_their_kernels(report: dict[str, Any]) -> None:
+    for record in _runs(report, "openvino").values():
+        for branch in record["branches"].values():
+            layers = branch["layers"]
+            assert layers
+            assert all(layer["kernel"] and layer["part"] in PARTS for layer in layers)
+            executed = [layer for layer in layers if layer["executed"]]
+            assert executed
+            assert sum(branch["kernel_precisions"].values()) == len(executed)
+
+
+@pytest.mark.skipif(native_bf16_missing() is not None, reason=native_bf16_missing() or "")
+def test_bf16_run_records_bf16_kernels(report: dict[str, Any]) -> None:
+    runs = _runs(report, "openvino")
+    assert "bf16" in runs, report["engines"]["openvino"].get("bf16")
+    for branch in runs["bf16"]["branches"].values():
+        assert branch["kernel_precisions"].get("bf16", 0) > 0
+    for branch in runs["fp32"]["branches"].values():
+        assert "bf16" not in branch["kernel_precisions"]
+    assert "bf16" in _runs(report, "torch")
+
+
+def test_machine_and_resnet_are_recorded(report: dict[str, Any]) -> None:
+    assert "avx512_bf16" in report["machine"]["cpu"]["flags"]
+    for engine in ENGINES:
+        assert report["resnet50"][engine]["fp32_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (("--size", "100x7"), "size"),
+        (("--engines", "tensorrt"), "--engines"),
+        (("--config", "huge"), "configuration"),
+    ],
+)
+def test_bad_options_are_one_line(options: tuple[str, ...], says: str) -> None:
+    result = _run(*options)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("precision_profile: ") and says in lines[0], result.stderr
