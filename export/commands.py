@@ -66,6 +66,8 @@ def _request(args: argparse.Namespace) -> ExportRequest:
         attention=args.attention,
         upsample_radius=value(WHOLE, "--upsample-radius"),
         upsample_eps=value(NUMBER, "--upsample-eps"),
+        calibration=args.calibration,
+        accept_accuracy_loss=args.accept_accuracy_loss,
     )
 
 
@@ -101,7 +103,7 @@ def _changes(option: str) -> str:
 
 
 PRECISION_RULE = (
-    "comma list of fp32, fp16, bf16: each format is written in those it takes (the table below), and without "
+    "comma list of fp32, fp16, bf16, int8: each format is written in those it takes (the table below), and without "
     "--precision in its defaults (in brackets). A format that takes none of them, or a precision that no format "
     "asked for takes, is refused; the export says what it writes before it starts. The upsample graph is fp32 "
     "whatever the precisions"
@@ -171,6 +173,20 @@ def register(subparsers: Any) -> None:
         "--upsample-eps",
         metavar="EPS",
         help="the guided filter's regularisation; larger is closer to bilinear (default 1e-4)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DATA",
+        help="int8: a folder of images like the ones to be matted (read recursively, up to 200), to calibrate the "
+        "quantization on (default: 200 generated scenes); " + _changes("--calibration"),
+    )
+    parser.add_argument(
+        "--accept-accuracy-loss",
+        action="store_true",
+        help="int8: write the quantized pair even where its alpha misses the accuracy gate (mean abs difference from "
+        "fp32 at most 0.01, SAD within 3%%); the sidecars say it missed, and --precision auto never picks it; "
+        + _changes("--accept-accuracy-loss"),
     )
     parser.add_argument(
         "--triton",

@@ -40,7 +40,8 @@ from .writers import UPSAMPLE, ExportJob
 __all__ = ["MANIFEST", "ExportRequest", "load_pair", "run_export"]
 
 MANIFEST = "spgim-export.json"
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# The graphs' input and output dtype per precision: an int8 graph quantizes inside and takes and gives float32.
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
 
 
 def load_pair(
@@ -135,6 +136,8 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
         attention=attention,
         workspace_gb=DEFAULT_WORKSPACE_GB if request.workspace_gb is None else request.workspace_gb,
         plugin=request.plugin,
+        calibration=request.calibration,
+        accept_accuracy_loss=request.accept_accuracy_loss,
     )
     describe = _sidecar_facts(config, source, profile, upsampler, frame_sizes)
     started: set[str] = set()
@@ -149,6 +152,9 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
         path = request.out / record.file_name(branch, precision)
         origin = record.sources.get(branch)
         made_from = job.written[(origin, branch, "fp32" if branch == UPSAMPLE else precision)] if origin else None
+        if precision == "int8":  # quantized from the fp32 graph (spgim.export.quantize)
+            assert record.quantized_from is not None
+            made_from = job.written[(record.quantized_from, branch, "fp32")]
         extra = record.writer(job, branch, precision, path, made_from)
         description = {
             "branch": branch,

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from . import writers
 from .writers import UPSAMPLE, ArtifactKey, ExportJob, Writer
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BRANCHES = ("spd", "spgm", UPSAMPLE)
 # Beside each format's own options, these change every format.
+# The options of an int8 export (spgim.export.quantize), taken by the formats written in int8.
+INT8_OPTIONS = ("--calibration", "--accept-accuracy-loss")
 COMMON_OPTIONS = ("--size", "--dynamic", "--min-size", "--max-size", "--upsample-radius", "--upsample-eps")
 
 
@@ -32,8 +34,11 @@ class ExportFormat:
         branches: the branches it writes a file of; a runtime reads the others from ``sources``' format.
         sources: per branch, the format whose artifact of that branch it is made from (same precision; the upsample
             graph's in fp32), or read in place of its own where it writes no file of the branch.
+        quantized_from: the format whose fp32 SPD and SPGM graphs its int8 files are quantized from (written too),
+            where it takes int8 (:mod:`spgim.export.quantize`).
         options: the flags that change it (:data:`COMMON_OPTIONS` change every format).
-        sidecar_fields: what its sidecars record beside the fields every sidecar has.
+        sidecar_fields: what its sidecars record beside the fields every sidecar has (``int8``, the quantization and
+            its accuracy gate, on its int8 files only).
         writer: writes one file (see :mod:`spgim.export.writers`).
         check: run before its first file: what it needs on this machine, one line if it is missing.
     """
@@ -45,6 +50,7 @@ class ExportFormat:
     writer: Writer
     branches: tuple[str, ...] = BRANCHES
     sources: Mapping[str, str] = field(default_factory=dict)
+    quantized_from: str | None = None
     options: tuple[str, ...] = ()
     sidecar_fields: tuple[str, ...] = ()
     check: Callable[[ExportJob], None] | None = None
@@ -80,11 +86,12 @@ _RECORDS = (
     ExportFormat(
         name="onnx",
         summary="portable ONNX (standard ops, and com.microsoft attention with --attention mha) for ONNX Runtime",
-        files={"fp32": "{branch}.onnx", "fp16": "{branch}.fp16.onnx"},
+        files={"fp32": "{branch}.onnx", "fp16": "{branch}.fp16.onnx", "int8": "{branch}.int8.onnx"},
         default_precisions=("fp32", "fp16"),
         writer=writers.write_onnx,
-        options=("--opset", "--attention"),
-        sidecar_fields=(*ONNX_FIELDS, "attention"),
+        quantized_from="onnx",
+        options=("--opset", "--attention", *INT8_OPTIONS),
+        sidecar_fields=(*ONNX_FIELDS, "attention", "int8"),
     ),
     ExportFormat(
         name="onnx-trt",
@@ -100,13 +107,15 @@ _RECORDS = (
     ),
     ExportFormat(
         name="openvino",
-        summary="OpenVINO IR (.xml, and its .bin beside it) of the portable fp32 graph; OpenVINO casts it to bf16",
-        files={"fp32": "{branch}.xml"},
+        summary="OpenVINO IR (.xml, and its .bin beside it) of the portable fp32 graph; OpenVINO casts it to bf16; "
+        "int8: NNCF-quantized",
+        files={"fp32": "{branch}.xml", "int8": "{branch}.int8.xml"},
         default_precisions=("fp32",),
         writer=writers.write_openvino,
         sources={"spd": "onnx", "spgm": "onnx", UPSAMPLE: "onnx"},
-        options=("--opset", "--attention"),
-        sidecar_fields=(*ONNX_FIELDS, "attention", "onnx_source", "companions"),
+        quantized_from="onnx",
+        options=("--opset", "--attention", *INT8_OPTIONS),
+        sidecar_fields=(*ONNX_FIELDS, "attention", "onnx_source", "companions", "int8"),
     ),
     ExportFormat(
         name="pt2",
@@ -147,12 +156,17 @@ def artifacts_to_write(precisions: Mapping[str, Sequence[str]]) -> list[Artifact
         precision = "fp32" if branch == UPSAMPLE else precision
         if branch in record.branches:
             wanted.add((fmt, branch, precision))
-        if branch in record.sources:
+        # An int8 file is quantized from its quantized_from format's fp32 graph (added below), not its sources'.
+        if branch in record.sources and precision != "int8":
             need(record.sources[branch], branch, precision)
 
     for fmt, chosen in precisions.items():
         for precision in chosen:
             for branch in BRANCHES:
+                if precision == "int8" and branch != UPSAMPLE:
+                    source = FORMATS[fmt].quantized_from
+                    assert source is not None, f"{fmt} takes int8 without saying what it is quantized from"
+                    need(source, branch, "fp32")
                 need(fmt, branch, precision)
     order = list(FORMATS)
     return sorted(wanted, key=lambda key: (order.index(key[0]), PRECISIONS.index(key[2]), BRANCHES.index(key[1])))
@@ -172,11 +186,12 @@ def _made_from(record: ExportFormat) -> str:
     by_format: dict[str, list[str]] = {}
     for branch, fmt in record.sources.items():
         by_format.setdefault(fmt, []).append(branch)
+    int8 = f"; int8: quantized from {record.quantized_from}'s fp32 spd/spgm" if record.quantized_from else ""
     if not by_format:
-        return "the model"
+        return "the model" + int8
     made = "; ".join(f"{fmt}'s {'/'.join(branches)}" for fmt, branches in by_format.items())
     # A format that writes no file of a branch reads the source's in its place.
-    return made if set(record.sources) <= set(record.branches) else f"the model; reads {made}"
+    return (made if set(record.sources) <= set(record.branches) else f"the model; reads {made}") + int8
 
 
 # The columns of the format table: heading -> the cell of a record.

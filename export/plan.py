@@ -28,7 +28,7 @@ class ExportRequest:
 
     Attributes:
         formats: keys of :data:`~spgim.export.formats.FORMATS`.
-        precisions: of ``fp32``, ``fp16``, ``bf16``; None: each format's default precisions.
+        precisions: of ``fp32``, ``fp16``, ``bf16``, ``int8``; None: each format's default precisions.
         height, width: the export size; None: the configuration's working size of a 16:9 frame
             (:func:`spgim.export.profile.default_export_size`).
         dynamic: the graphs take any working size within the profile (``min_size`` to ``max_size``).
@@ -38,6 +38,8 @@ class ExportRequest:
         attention: how the portable ONNX spells attention (``mha``).
         upsample_radius, upsample_eps: the upsample graph's guided filter (1 and 1e-4).
         frame_sizes: the upsample graph's frame (height, width): min, opt, max.
+        calibration: int8: a folder of images to calibrate on; None: generated scenes.
+        accept_accuracy_loss: int8: write a pair that misses the accuracy gate (recorded as such).
         artifacts: filled by the export: what was written.
     """
 
@@ -59,6 +61,8 @@ class ExportRequest:
     upsample_radius: int | None = None
     upsample_eps: float | None = None
     frame_sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+    calibration: Path | None = None
+    accept_accuracy_loss: bool = False
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -126,6 +130,8 @@ def _check_options(request: ExportRequest, formats: list[str]) -> None:
         "--attention": request.attention,
         "--workspace": request.workspace_gb,
         "--plugin": request.plugin,
+        "--calibration": request.calibration,
+        "--accept-accuracy-loss": request.accept_accuracy_loss or None,
     }
     for option, value in format_options.items():
         if value is not None and not any(option in FORMATS[fmt].options for fmt in formats):
@@ -146,6 +152,10 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     formats = _names("--formats", request.formats, tuple(FORMATS))
     precisions = _precisions(formats, request.precisions)
     _check_options(request, formats)
+    given = {"--calibration": request.calibration is not None, "--accept-accuracy-loss": request.accept_accuracy_loss}
+    int8_options = [option for option, is_given in given.items() if is_given]
+    if int8_options and not any("int8" in chosen for chosen in precisions.values()):
+        raise SpgimError(f"{' and '.join(int8_options)} belong to an int8 export (--precision int8)")
     if (request.height is None) != (request.width is None):
         raise SpgimError("--height and --width go together; or give the size as --size WxH")
     if request.size is not None:

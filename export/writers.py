@@ -25,7 +25,9 @@ from .sidecar import file_sha256
 if TYPE_CHECKING:
     from torch import nn
 
+    from .calibration import BranchFeeds, Scenes
     from .io_spec import GraphSpec
+    from .quantize import QuantizedPair
 
 UPSAMPLE = "upsample"
 # The keys of ExportJob.written: (format, branch, precision).
@@ -43,7 +45,11 @@ class ExportJob:
         batch: min, opt and max batch of the TensorRT profiles.
         plugin: the TST attention plugin library asked for (``--plugin``), or None to look it up.
         plugin_library: the library found by the engine step's check.
+        calibration: int8: the folder of images to calibrate on, or None for generated scenes.
+        accept_accuracy_loss: int8: write a pair that misses the accuracy gate.
         written: the artifacts written so far, by (format, branch, precision).
+        int8_data: int8: the calibration and gate inputs, made once for every int8 format.
+        quantized: int8: per format, its quantized pair until both files are in place.
     """
 
     out: Path
@@ -59,7 +65,11 @@ class ExportJob:
     workspace_gb: float
     plugin: Path | None = None
     plugin_library: Path | None = None
+    calibration: Path | None = None
+    accept_accuracy_loss: bool = False
     written: dict[ArtifactKey, Path] = field(default_factory=dict)
+    int8_data: tuple[str, BranchFeeds, Scenes, BranchFeeds] | None = None
+    quantized: dict[str, QuantizedPair] = field(default_factory=dict)
 
 
 Writer = Callable[[ExportJob, str, str, Path, "Path | None"], dict[str, Any]]
@@ -79,6 +89,9 @@ def _onnx_writer(fmt: str, flavour: str) -> Writer:
 
     def write(job: ExportJob, branch: str, precision: str, path: Path, source: Path | None) -> dict[str, Any]:
         from .onnx_graphs import convert_fp16, export_onnx
+
+        if precision == "int8":
+            return {**onnx_facts(job, branch, flavour), **write_int8(job, fmt, branch, path)}
 
         def fp32_graph(target: Path) -> None:
             # The upsample graph's frame axes are dynamic whatever --dynamic says (its spec holds the rest).
@@ -121,10 +134,56 @@ def write_openvino(job: ExportJob, branch: str, precision: str, path: Path, sour
     from .openvino_ir import export_openvino_ir
 
     assert source is not None, "OpenVINO IR is made from the portable ONNX graph"
-    export_openvino_ir(source, path)
+    int8 = write_int8(job, "openvino", branch, path) if precision == "int8" else {}
+    if not int8:
+        export_openvino_ir(source, path)
     weights = path.with_suffix(".bin")
     companions = [{"file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)}]
-    return {**onnx_facts(job, branch, "portable"), "onnx_source": source.name, "companions": companions}
+    return {**onnx_facts(job, branch, "portable"), "onnx_source": source.name, "companions": companions, **int8}
+
+
+# Where each int8 format's pair is quantized from: the portable fp32 ONNX graphs (FORMATS' quantized_from).
+INT8_SOURCE_FORMAT = "onnx"
+
+
+def write_int8(job: ExportJob, fmt: str, branch: str, path: Path) -> dict[str, Any]:
+    """Put ``branch``'s int8 file of ``fmt`` at ``path``; the first branch quantizes and gates the pair (both
+    branches at once: SPGM is calibrated on what SPD gives it). Returns the sidecar's ``int8`` entry."""
+    from .calibration import calibration_scenes, fp32_feeds, gate_scenes
+    from .quantize import Gate, quantize_pair
+
+    if fmt not in job.quantized:
+        if job.int8_data is None:
+            models = {name: job.models[name] for name in ("spd", "spgm")}
+            calibration = calibration_scenes(job.calibration, job.profile.opt_hw)
+            gate = gate_scenes(job.profile.opt_hw)
+            job.int8_data = (
+                calibration.origin,
+                fp32_feeds(models, job.specs, calibration.images),
+                gate,
+                fp32_feeds(models, job.specs, gate.images),
+            )
+        origin, calibration_feeds, gate, gate_feeds = job.int8_data
+        suffix = path.name.removeprefix(branch)
+        job.quantized[fmt] = quantize_pair(
+            fmt,
+            {name: job.written[(INT8_SOURCE_FORMAT, name, "fp32")] for name in ("spd", "spgm")},
+            calibration_feeds,
+            origin,
+            gate,
+            gate_feeds,
+            job.specs["spgm"].input_names,
+            scratch=job.out,
+            gate=Gate(),
+            accept_loss=job.accept_accuracy_loss,
+            file_names={name: name + suffix for name in ("spd", "spgm")},
+        )
+    pair = job.quantized[fmt]
+    facts = dict(pair.facts)
+    pair.place(branch, path)
+    if not pair.files:
+        del job.quantized[fmt]
+    return {"int8": facts}
 
 
 def check_pt2(job: ExportJob) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
-from spgim.machine import flags_line, machine_facts
+from spgim.machine import cpu_facts, flags_line, machine_facts, native_bf16_missing
 
 from .artifacts import load_artifacts
 from .ceilings import CeilingOptions, ResNet50
@@ -119,11 +119,18 @@ def run_bench(
         if full is None or row is full:
             continue
         diff = np.abs(alphas[(row["backend"], row["precision"])] - alphas[(row["backend"], "fp32")])
+        speedup = full["latency_s"]["p50"] / row["latency_s"]["p50"]
+        # The same engine's ResNet-50 in the same two precisions: how much of what the hardware gives it, it gets.
+        resnet_speedup = None
+        if row["resnet50_latency_s"] is not None and full["resnet50_latency_s"] is not None:
+            resnet_speedup = full["resnet50_latency_s"]["p50"] / row["resnet50_latency_s"]["p50"]
         speedups.append(
             {
                 "backend": row["backend"],
                 "reduced": row["precision"],
-                "speedup": full["latency_s"]["p50"] / row["latency_s"]["p50"],
+                "speedup": speedup,
+                "resnet50_speedup": resnet_speedup,
+                "speedup_over_resnet50_speedup": None if resnet_speedup is None else speedup / resnet_speedup,
                 "alpha_abs_diff": {"mean": float(diff.mean()), "max": float(diff.max())},
             }
         )
@@ -139,8 +146,20 @@ def run_bench(
         "rows": rows,
         "skipped": skipped,
         "reduced_vs_full": speedups,
+        "reduced_precision_note": _reduced_precision_note(),
         "summary": _summary(rows),
     }
+
+
+def _reduced_precision_note() -> str | None:
+    """On a CPU without native bf16 or fp16 arithmetic, the line saying int8 is the reduced precision that can win."""
+    flags = cpu_facts()["flags"]
+    if native_bf16_missing() is None or flags.get("avx512_fp16"):
+        return None
+    return (
+        "this CPU has no native bf16 or fp16 arithmetic (no avx512_bf16, amx_bf16 or avx512_fp16): int8 is the only "
+        "reduced precision that can run faster than fp32 here"
+    )
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,10 +221,18 @@ def format_report(report: dict[str, Any]) -> str:
             f"{summary['best_fp32_model_over_best_fp32_resnet50']:.2f}"
         )
     for item in report["reduced_vs_full"]:
+        resnet = item.get("resnet50_speedup")
+        against = (
+            f" (ResNet-50 {resnet:.2f}x on the same engine: {item['speedup_over_resnet50_speedup']:.2f} of it)"
+            if resnet
+            else ""
+        )
         lines.append(
-            f"{item['backend']}: {item['reduced']} vs fp32 speed-up {item['speedup']:.2f}x, alpha diff "
+            f"{item['backend']}: {item['reduced']} vs fp32 speed-up {item['speedup']:.2f}x{against}, alpha diff "
             f"mean {item['alpha_abs_diff']['mean']:.2e} max {item['alpha_abs_diff']['max']:.2e}"
         )
+    if report.get("reduced_precision_note"):
+        lines.append(report["reduced_precision_note"])
     for video in report.get("video", []):
         lines.append(
             f"{video['engine']} {video['precision']} on {Path(video['clip']).name} ({video['frames']} frames, "

@@ -48,10 +48,24 @@ class ResNet50:
         self.workdir = Path(self._folder.name)
         self._onnx: dict[str, Path] = {}
 
+    def calibration_feeds(self, count: int = 8) -> list[dict[str, np.ndarray]]:
+        """Random images of the input's shape: int8 ceilings calibrate on them (the ranges matter for accuracy,
+        which a ceiling does not measure, not for speed)."""
+        rng = np.random.default_rng(0)
+        return [{"image": rng.random(tuple(self.image.shape), dtype=np.float32)} for _ in range(count)]
+
     def onnx(self, precision: str) -> Path:
-        """ResNet-50 as ONNX (opset 17, input ``image``, output ``logits``) in fp32 or fp16."""
+        """ResNet-50 as ONNX (opset 17, input ``image``, output ``logits``) in fp32 or fp16, or int8: QDQ-quantized
+        as ``spgim export --precision int8`` quantizes SPG-IM's ONNX (:mod:`spgim.int8_build`)."""
         if precision in self._onnx:
             return self._onnx[precision]
+        if precision == "int8":
+            from spgim.int8_build import QUANTIZERS
+
+            quantized = self.workdir / "resnet50.int8.onnx"
+            QUANTIZERS["onnx"](self.onnx("fp32"), quantized, self.calibration_feeds(), ())
+            self._onnx[precision] = quantized
+            return quantized
         import onnx
         import torch
 
@@ -186,12 +200,18 @@ def tensorrt(resnet: ResNet50, options: CeilingOptions) -> Runner:
 
 
 def openvino(resnet: ResNet50, options: CeilingOptions) -> Runner:
-    """ResNet-50's ONNX compiled by OpenVINO like :class:`.openvino_backend.OpenVINOBackend` compiles SPG-IM."""
+    """ResNet-50's ONNX compiled by OpenVINO like :class:`.openvino_backend.OpenVINOBackend` compiles SPG-IM; for
+    int8, NNCF-quantized to IR as ``spgim export --precision int8`` quantizes SPG-IM's (:mod:`spgim.int8_build`)."""
     from .openvino_backend import resnet50_openvino
 
-    return resnet50_openvino(
-        resnet.onnx("fp32"), resnet.host_image("fp32"), precision=options.precision, threads=options.threads
-    )
+    graph = resnet.onnx("fp32")
+    if options.precision == "int8":
+        from spgim.int8_build import QUANTIZERS
+
+        graph = resnet.workdir / "resnet50.int8.xml"
+        if not graph.is_file():
+            QUANTIZERS["openvino"](resnet.onnx("fp32"), graph, resnet.calibration_feeds(), ())
+    return resnet50_openvino(graph, resnet.host_image("fp32"), precision=options.precision, threads=options.threads)
 
 
 def aotinductor(resnet: ResNet50, options: CeilingOptions) -> Runner:

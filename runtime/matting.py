@@ -57,7 +57,7 @@ class Matter:
             ``"tensorrt"``, ``"onnxruntime-trt"``, ``"onnxruntime-cuda"``, ``"torchscript-cuda"``).
             ``"auto"`` times every backend this machine can run on the folder once, caches the ranking next
             to the model (:mod:`.ranking`) and takes the fastest; :attr:`selection` says which and why.
-        precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, or ``"auto"``: the fastest measured precision whose
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"``, or ``"auto"``: the fastest measured precision whose
             alpha stays within 5e-3 mean of fp32's.
         work_size, keyframe_interval, keyframe_ramp, smoothing: see
             :class:`spgim.stream_defaults.StreamDefaults`; None takes the export's. With a keyframe

@@ -68,6 +68,7 @@ class Trial:
     seconds: float | None = None
     spgm_seconds: float | None = None
     alpha_mean_diff: float | None = None  # against an fp32 alpha of the same frame
+    gate_passed: bool | None = None  # int8: whether the export's accuracy gate passed (its sidecars say)
     engine: str = ""
     reason: str | None = None
     failed_at: float | None = None  # time.time() of the failure; None where it ran
@@ -117,6 +118,7 @@ _TRIAL_SHAPE: dict[str, Any] = {
     "seconds": _NUMBER,
     "spgm_seconds": _NUMBER,
     "alpha_mean_diff": _NUMBER,
+    "gate_passed": (bool, None),
     "engine": str,
     "reason": (str, None),
     "failed_at": _NUMBER,
@@ -221,8 +223,10 @@ def _measure(
     trial = Trial(record.name, options.precision)
     backend = None
     try:
-        backend = open_backend(record, artifacts, options)[0]
+        backend, _, spgm = open_backend(record, artifacts, options)
         trial.engine = backend.name
+        if options.precision == "int8":
+            trial.gate_passed = bool(spgm.sidecar.get("int8", {}).get("gate", {}).get("passed"))
         outputs: list[np.ndarray] = []
         # A partial, not a lambda: it lets the backend go with the call, before the collection below.
         samples = time_calls(functools.partial(_infer_into, backend, image, outputs), WARMUP_CALLS, TIMED_CALLS)
@@ -333,7 +337,8 @@ class Ranking:
 
         Fastest per frame of a stream with SPD every ``keyframe_interval`` frames (0: SPD on every frame).
         ``precision="auto"`` accepts fp32 and any reduced precision whose alpha mean difference from fp32
-        is at most :data:`AUTO_PRECISION_TOLERANCE`.
+        is at most :data:`AUTO_PRECISION_TOLERANCE`; int8 only where its export passed its accuracy gate too
+        (an export written with ``--accept-accuracy-loss`` runs when asked for by name, never by ``auto``).
         """
         ran = [t for t in self.trials if t.seconds is not None and backend in ("auto", t.backend)]
         if precision == "auto":
@@ -341,7 +346,11 @@ class Ranking:
                 t
                 for t in ran
                 if t.precision == "fp32"
-                or (t.alpha_mean_diff is not None and t.alpha_mean_diff <= AUTO_PRECISION_TOLERANCE)
+                or (
+                    t.alpha_mean_diff is not None
+                    and t.alpha_mean_diff <= AUTO_PRECISION_TOLERANCE
+                    and (t.precision != "int8" or t.gate_passed is True)
+                )
             ]
         else:
             fits = [t for t in ran if t.precision == precision]

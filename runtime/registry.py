@@ -44,8 +44,8 @@ class BackendRecord:
         probe: ``precision -> reason`` it cannot run on this machine, or None when it can.
         factory: opens it on an SPD/SPGM artifact pair.
         ceiling: ResNet-50 on the same engine, device and precision (see :mod:`.ceilings`).
-        casts_at_runtime: it reads the fp32 artifact and casts (TorchScript, OpenVINO); otherwise the
-            artifact of the asked precision is read.
+        casts_at_runtime: the precisions it runs by casting the fp32 artifact (TorchScript, OpenVINO's bf16); the
+            others read the artifact of their own precision (OpenVINO's int8: the NNCF-quantized IR).
         in_auto: whether ``backend="auto"`` considers it.
     """
 
@@ -56,12 +56,12 @@ class BackendRecord:
     probe: Callable[[str], str | None]
     factory: Callable[[Artifact, Artifact, BackendOptions], Backend]
     ceiling: Callable[[ceilings.ResNet50, ceilings.CeilingOptions], ceilings.Runner]
-    casts_at_runtime: bool = False
+    casts_at_runtime: tuple[str, ...] = ()
     in_auto: bool = True
 
     def artifact_precision(self, precision: str) -> str:
         """The exported precision this backend reads to run ``precision``."""
-        return "fp32" if self.casts_at_runtime else precision
+        return "fp32" if precision in self.casts_at_runtime else precision
 
 
 def _always(_: str) -> None:
@@ -165,20 +165,22 @@ _RECORDS = (
         _gpu_probe("torchscript-cuda"),
         _torchscript("cuda"),
         ceilings.torchscript("cuda"),
-        casts_at_runtime=True,
+        casts_at_runtime=("bf16", "fp16"),
     ),
     BackendRecord(
         "openvino",
         ("openvino", "onnx"),
-        ("fp32", "bf16"),
+        ("fp32", "bf16", "int8"),
         "cpu",
         _openvino_probe,
         _openvino,
         ceilings.openvino,
-        casts_at_runtime=True,
+        casts_at_runtime=("bf16",),
     ),
     BackendRecord("aotinductor", ("pt2",), ("fp32", "bf16"), "cpu", _aoti_probe, _aotinductor, ceilings.aotinductor),
-    BackendRecord("onnxruntime", ("onnx",), ("fp32", "fp16"), "cpu", _always, _onnxruntime, ceilings.onnxruntime_cpu),
+    BackendRecord(
+        "onnxruntime", ("onnx",), ("fp32", "fp16", "int8"), "cpu", _always, _onnxruntime, ceilings.onnxruntime_cpu
+    ),
     BackendRecord(
         "torchscript",
         ("torchscript",),
@@ -187,7 +189,7 @@ _RECORDS = (
         _torch_cpu_probe,
         _torchscript("cpu"),
         ceilings.torchscript("cpu"),
-        casts_at_runtime=True,
+        casts_at_runtime=("bf16", "fp16"),
     ),
     # The TensorRT-flavour graph with the plugin's C++ reference as an ONNX Runtime custom op: it proves
     # the graph TensorRT will see computes the right thing; it is single-threaded and never picked by auto.

@@ -30,7 +30,7 @@ from .config import ModelSpec, SequenceBatching, SequenceControl, TensorSpec, re
 from .options import ServerOptions
 
 MODEL_NAME = "spgim"
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
 FRAMES = TensorSpec("frames", "TYPE_UINT8", (-1, -1, 3))
 ALPHA = TensorSpec("alpha", "TYPE_FP32", (-1, -1))
 MODEL_SOURCE = Path(__file__).with_name("triton_model.py")

@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
         "A backend x precision this machine cannot run (no native bf16, no engine, no artifacts) is skipped "
         "with its reason",
     )
-    parser.add_argument("--precision", default="fp32,fp16,bf16", help="comma list (default fp32,fp16,bf16)")
+    parser.add_argument("--precision", default="fp32,fp16,bf16,int8", help="comma list (default fp32,fp16,bf16,int8)")
     parser.add_argument("--size", default="512x512", help="input WxH, multiples of 32 (default 512x512)")
     parser.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")

@@ -89,7 +89,7 @@ class EngineOptions(OptionGroup):
 
     Attributes:
         backend: ``"auto"`` or a key of :data:`spgim.runtime.registry.BACKENDS`.
-        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"auto"``.
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"`` or ``"auto"``.
         threads: CPU threads for the model (0: the backend's choice).
         batch: frames per model call for recorded input.
         server: ``HOST:PORT``, the gRPC endpoint of an ``spgim serve`` that runs the model instead of this process
@@ -108,7 +108,8 @@ class EngineOptions(OptionGroup):
         default="fp32",
         metadata=flag(
             "--precision",
-            "fp32 (default), fp16, bf16, or auto: the fastest measured whose alpha stays within 5e-3 mean of fp32",
+            "fp32 (default), fp16, bf16, int8, or auto: the fastest measured whose alpha stays within 5e-3 mean of "
+            "fp32 (int8 only where its export passed its accuracy gate)",
         ),
     )
     threads: int = field(

@@ -119,7 +119,7 @@ def test_without_openvino_the_reason_is_the_install_hint() -> None:
 
 
 def test_unknown_precision_is_one_line() -> None:
-    assert openvino_unavailable("fp16") == "openvino runs fp32 or bf16, not fp16"
+    assert openvino_unavailable("fp16") == "openvino runs fp32, bf16 or int8, not fp16"
 
 
 def test_resnet50_ceiling_runner_gives_logits(tmp_path: Path) -> None:
