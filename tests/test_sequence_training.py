@@ -191,6 +191,11 @@ def test_the_command_refuses_what_does_not_belong_to_the_stage(tmp_path: Path) -
         (["spgm", "--spd", "x.pt", "--sequence-frames", "24"], "--sequence-frames, --steady-share and"),
         (["spgm-seq", "--spd", "x.pt", "--sequence-frames", "1"], "--sequence-frames must be at least 2, got 1"),
         (["spgm-seq", "--spd", "x.pt", "--steady-share", "2"], "--steady-share must be within [0, 1], got 2.0"),
+        (["spgm", "--spd", "x.pt", "--train-only", "levels.2"], "--train-only belongs to the spgm-seq stage"),
+        (
+            ["spgm-seq", "--spd", "x.pt", "--recurrent", "--memory-only", "--train-only", "levels.2"],
+            "give it or --train-only, not both",
+        ),
     ):
         done = subprocess.run(
             [*spgim, *extra, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
@@ -225,6 +230,26 @@ def test_memory_only_trains_the_recurrent_units_and_nothing_else(tmp_path: Path)
 
 
 @pytest.mark.slow
+def test_train_only_trains_the_named_parts_with_the_memory_at_its_own_rate(tmp_path: Path) -> None:
+    from spgim.errors import SpgimError
+
+    stage = _stage(tmp_path, recurrent=True, keyframe_interval=2, trained_parts=["levels.0", "recurrent"], lr=1e-4)
+    trained = {name for name, p in stage.model.named_parameters() if p.requires_grad}
+    assert trained and all(name.startswith(("levels.0.", "recurrent.")) for name in trained)
+    assert any(name.startswith("levels.0.") for name in trained) and any(n.startswith("recurrent.") for n in trained)
+    rest, memory = stage.param_groups()
+    assert rest["lr"] == 1e-4 and memory["lr"] == pytest.approx(1e-4 * stage.recipe["memory_lr_factor"])
+    before = {name: p.detach().clone() for name, p in stage.model.named_parameters()}
+    optimizer = torch.optim.Adam([rest, memory])
+    optimizer.zero_grad()
+    stage.loss(stage.model, _batch(stage, (0, 4))).backward()
+    optimizer.step()
+    moved = {name for name, parameter in stage.model.named_parameters() if not torch.equal(parameter, before[name])}
+    assert moved and moved <= trained and any(name.startswith("levels.0.") for name in moved)
+    with pytest.raises(SpgimError, match=r"SPGM has no part levels\.9 to train"):
+        _stage(tmp_path / "other", recurrent=False, trained_parts=["levels.9"])
+
+
 def test_a_recurrent_checkpoint_loads_as_recurrent(tmp_path: Path) -> None:
     from spgim.train.checkpoint import load_model
     from spgim.train.loop import run_training

@@ -120,6 +120,7 @@ _SEQUENCES = {
     "keyframe_interval": None,  # None: the configuration's stream default (live 8; tiny 0, SPD on every frame)
     "memory_lr_factor": 10.0,  # the recurrent units' rate over the rest's: new, they start from zero
     "memory_only": False,  # train the recurrent units alone, the rest of SPGM frozen as initialised
+    "trained_parts": None,  # or SPGM module names (e.g. ["levels.2", "recurrent"]): those alone train
     "frozen_batch_norm": True,  # BatchNorm keeps the initial pair's running statistics (a fine-tune on few scenes)
     # Still composites of DATA/train beside each sequence, trained with the image stage's loss, so that the few
     # generated clips do not make the model forget the varied scenes (SPGMSequenceStage); 0 trains on sequences only.

@@ -391,6 +391,19 @@ def _warp(image: Tensor, grid: Tensor) -> Tensor:
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def trained_parts(recipe: dict[str, Any]) -> list[str] | None:
+    """The SPGM parts a sequence recipe trains (module names), or None for all of them: its ``trained_parts``, or
+    the recurrent units with ``memory_only``. Both are absent from runs made before them."""
+    if recipe.get("trained_parts"):
+        return list(recipe["trained_parts"])
+    return ["recurrent"] if recipe.get("memory_only") else None
+
+
+def _within(parameter: str, part: str) -> bool:
+    """Whether the parameter named ``parameter`` belongs to the module named ``part``."""
+    return parameter == part or parameter.startswith(part + ".")
+
+
 class SPGMSequenceStage:
     """SPGM fine-tuned on generated sequences, closed-loop, exactly as a stream runs it.
 
@@ -435,9 +448,18 @@ class SPGMSequenceStage:
         self.init = str(init) if init else None
         if resume is None and init is not None:
             load_branch_weights(self.model, load_checkpoint(init, branch="spgm"), self.config, "spgm", init)
-        if recipe.get("memory_only"):  # absent from runs made before it
+        parts = trained_parts(recipe)
+        if parts is not None:
+            names = [name for name, _ in self.model.named_parameters()]
+            unknown = [part for part in parts if not any(_within(name, part) for name in names)]
+            if unknown:
+                top = sorted({name.split(".")[0] for name in names})
+                raise SpgimError(
+                    f"SPGM has no part {', '.join(unknown)} to train; its parts are {', '.join(top)} (and their "
+                    "children, e.g. levels.2)"
+                )
             for name, parameter in self.model.named_parameters():
-                parameter.requires_grad_(name.startswith("recurrent."))
+                parameter.requires_grad_(any(_within(name, part) for part in parts))
         size = (int(recipe["seq_size"][0]), int(recipe["seq_size"][1]))
         frames = int(recipe["seq_frames"])
         supersample = int(recipe["seq_supersample"])
@@ -468,13 +490,13 @@ class SPGMSequenceStage:
     def param_groups(self) -> list[dict[str, Any]]:
         """The trained SPGM at the recipe's rate; the recurrent units, new, at ``memory_lr_factor`` times it (they
         start at zero and reach the loss only through their zero-initialised residuals). With the recipe's
-        ``memory_only`` the recurrent units alone learn: the rest of SPGM stays as initialised (no gradient)."""
-        memory = [p for name, p in self.model.named_parameters() if name.startswith("recurrent.")]
-        rest = [p for name, p in self.model.named_parameters() if not name.startswith("recurrent.")]
+        ``memory_only`` the recurrent units alone learn, with ``trained_parts`` those parts alone: the rest of SPGM
+        stays as initialised (no gradient; frozen in ``__init__``)."""
+        trained = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        memory = [p for name, p in trained if name.startswith("recurrent.")]
+        rest = [p for name, p in trained if not name.startswith("recurrent.")]
         memory_rate = self.recipe["lr"] * float(self.recipe["memory_lr_factor"])
-        if self.recipe.get("memory_only"):  # absent from runs made before it; the rest was frozen in __init__
-            return [{"params": memory, "lr": memory_rate}]
-        groups = [{"params": rest, "lr": self.recipe["lr"]}]
+        groups = [{"params": rest, "lr": self.recipe["lr"]}] if rest else []
         if memory:
             groups.append({"params": memory, "lr": memory_rate})
         return groups

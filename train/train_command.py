@@ -104,6 +104,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="spgm-seq --recurrent: train the recurrent units alone; the rest of SPGM stays as --init gave it",
     )
+    parser.add_argument(
+        "--train-only",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        metavar="PARTS",
+        help="spgm-seq: train these parts of SPGM alone, a comma list of its module names (e.g. levels.2,recurrent); "
+        "the rest stays as --init gave it",
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -142,6 +149,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise SpgimError(
             "--memory-lr-factor and --memory-only belong to spgm-seq --recurrent (the control has no recurrent units)"
         )
+    if args.train_only is not None and args.stage != "spgm-seq":
+        raise SpgimError("--train-only belongs to the spgm-seq stage")
+    if args.train_only is not None and args.memory_only:
+        raise SpgimError("--memory-only trains the recurrent units alone: give it or --train-only, not both")
+    if args.train_only == []:
+        raise SpgimError("--train-only names no part of SPGM")
     if args.memory_lr_factor is not None and args.memory_lr_factor <= 0:
         raise SpgimError(f"--memory-lr-factor must be positive, got {args.memory_lr_factor}")
     if args.recurrent and args.stage != "spgm-seq":
@@ -184,6 +197,7 @@ def run_train(args: argparse.Namespace) -> int:
             scenes_per_sequence=args.scenes_per_sequence,
             memory_lr_factor=args.memory_lr_factor,
             memory_only=args.memory_only,
+            trained_parts=args.train_only,
         )
         seed = args.seed
     torch.manual_seed(seed)
