@@ -30,7 +30,7 @@ from spgim.train.recipes import RECIPES
 from spgim.train.summary import model_summary
 
 from .attention_nodes import DEFAULT_PORTABLE_ATTENTION, portable_attention
-from .formats import FORMATS
+from .formats import FORMATS, INT8_PAIR, int8_origin
 from .io_spec import FRAME_PROFILE_HW, recurrent_state, spd_spec, spgm_spec, upsample_spec
 from .plan import DEFAULT_OPSET, DEFAULT_WORKSPACE_GB, ExportRequest, plan_export
 from .profile import SizeProfile, size_profile, stream_note
@@ -138,6 +138,11 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
         plugin=request.plugin,
         calibration=request.calibration,
         accept_accuracy_loss=request.accept_accuracy_loss,
+        int8_sources={
+            fmt: {branch: int8_origin(fmt, branch) for branch in INT8_PAIR}
+            for fmt, record in FORMATS.items()
+            if "int8" in record.files and record.int8_from is None
+        },
     )
     describe = _sidecar_facts(config, source, profile, upsampler, frame_sizes)
     started: set[str] = set()
@@ -151,10 +156,10 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
                 record.check(job)
         path = request.out / record.file_name(branch, precision)
         origin = record.sources.get(branch)
-        made_from = job.written[(origin, branch, "fp32" if branch == UPSAMPLE else precision)] if origin else None
-        if precision == "int8":  # quantized from the fp32 graph (spgim.export.quantize)
-            assert record.quantized_from is not None
-            made_from = job.written[(record.quantized_from, branch, "fp32")]
+        if precision == "int8":  # quantized from an fp32 graph, or built from another format's int8 file
+            made_from: Path | None = job.written[int8_origin(fmt, branch)]
+        else:
+            made_from = job.written[(origin, branch, "fp32" if branch == UPSAMPLE else precision)] if origin else None
         extra = record.writer(job, branch, precision, path, made_from)
         description = {
             "branch": branch,

@@ -34,8 +34,11 @@ class ExportFormat:
         branches: the branches it writes a file of; a runtime reads the others from ``sources``' format.
         sources: per branch, the format whose artifact of that branch it is made from (same precision; the upsample
             graph's in fp32), or read in place of its own where it writes no file of the branch.
-        quantized_from: the format whose fp32 SPD and SPGM graphs its int8 files are quantized from (written too),
-            where it takes int8 (:mod:`spgim.export.quantize`).
+        int8_from: where it takes int8 without quantizing itself, the format whose int8 files it is built from (the
+            TensorRT engines from ``onnx-trt``'s QDQ graphs). Every other format that takes int8 quantizes the fp32
+            SPD and SPGM graphs it is made from (its ``sources``', its own where it has none;
+            :mod:`spgim.export.quantize`). An int8 precision writes both SPD and SPGM, whatever ``branches`` says:
+            they are quantized and gated as a pair.
         options: the flags that change it (:data:`COMMON_OPTIONS` change every format).
         sidecar_fields: what its sidecars record beside the fields every sidecar has (``int8``, the quantization and
             its accuracy gate, on its int8 files only).
@@ -50,7 +53,7 @@ class ExportFormat:
     writer: Writer
     branches: tuple[str, ...] = BRANCHES
     sources: Mapping[str, str] = field(default_factory=dict)
-    quantized_from: str | None = None
+    int8_from: str | None = None
     options: tuple[str, ...] = ()
     sidecar_fields: tuple[str, ...] = ()
     check: Callable[[ExportJob], None] | None = None
@@ -89,21 +92,20 @@ _RECORDS = (
         files={"fp32": "{branch}.onnx", "fp16": "{branch}.fp16.onnx", "int8": "{branch}.int8.onnx"},
         default_precisions=("fp32", "fp16"),
         writer=writers.write_onnx,
-        quantized_from="onnx",
         options=("--opset", "--attention", *INT8_OPTIONS),
         sidecar_fields=(*ONNX_FIELDS, "attention", "int8"),
     ),
     ExportFormat(
         name="onnx-trt",
         summary="SPGM's ONNX with one TSTAttention plugin node per attention, TensorRT's input (SPD has no attention: "
-        "its graph and the upsample graph are onnx's)",
-        files={"fp32": "{branch}.trt.onnx", "fp16": "{branch}.trt.fp16.onnx"},
+        "its graph and the upsample graph are onnx's); int8: the QDQ pair TensorRT builds int8 engines from",
+        files={"fp32": "{branch}.trt.onnx", "fp16": "{branch}.trt.fp16.onnx", "int8": "{branch}.trt.int8.onnx"},
         default_precisions=("fp32", "fp16"),
         writer=writers.write_onnx_trt,
         branches=("spgm",),
         sources={"spd": "onnx", UPSAMPLE: "onnx"},
-        options=("--opset",),
-        sidecar_fields=(*ONNX_FIELDS, "plugin"),
+        options=("--opset", *INT8_OPTIONS),
+        sidecar_fields=(*ONNX_FIELDS, "plugin", "int8"),
     ),
     ExportFormat(
         name="openvino",
@@ -113,7 +115,6 @@ _RECORDS = (
         default_precisions=("fp32",),
         writer=writers.write_openvino,
         sources={"spd": "onnx", "spgm": "onnx", UPSAMPLE: "onnx"},
-        quantized_from="onnx",
         options=("--opset", "--attention", *INT8_OPTIONS),
         sidecar_fields=(*ONNX_FIELDS, "attention", "onnx_source", "companions", "int8"),
     ),
@@ -129,12 +130,13 @@ _RECORDS = (
     ExportFormat(
         name="engine",
         summary="TensorRT engines built on this machine's GPU (needs TensorRT and the plugin library); written last",
-        files={"fp32": "{branch}.fp32.engine", "fp16": "{branch}.fp16.engine"},
+        files={"fp32": "{branch}.fp32.engine", "fp16": "{branch}.fp16.engine", "int8": "{branch}.int8.engine"},
         default_precisions=("fp32", "fp16"),
         writer=writers.write_engine,
         sources={"spd": "onnx", "spgm": "onnx-trt", UPSAMPLE: "onnx"},
-        options=("--opset", "--workspace", "--plugin"),
-        sidecar_fields=ENGINE_FIELDS,
+        int8_from="onnx-trt",
+        options=("--opset", "--workspace", "--plugin", *INT8_OPTIONS),
+        sidecar_fields=(*ENGINE_FIELDS, "int8"),
         check=writers.check_engine,
     ),
 )
@@ -142,31 +144,42 @@ _RECORDS = (
 FORMATS: dict[str, ExportFormat] = {record.name: record for record in _RECORDS}
 
 
+INT8_PAIR = ("spd", "spgm")
+
+
+def int8_origin(fmt: str, branch: str) -> ArtifactKey:
+    """What the int8 file of ``fmt``'s ``branch`` is made from: the int8 file of its ``int8_from`` format, or the
+    fp32 graph it is quantized from (its source's, its own where it has none)."""
+    record = FORMATS[fmt]
+    if record.int8_from is not None:
+        return (record.int8_from, branch, "int8")
+    return (record.sources.get(branch, fmt), branch, "fp32")
+
+
 def artifacts_to_write(precisions: Mapping[str, Sequence[str]]) -> list[ArtifactKey]:
     """Every (format, branch, precision) to write so that each format is written in its ``precisions``.
 
-    With the artifacts each is made from (an engine's ONNX graphs, OpenVINO's portable graph) or reads in place of
-    its own (``onnx-trt``'s SPD graph); the upsample graph in fp32. In writing order: by format as in
-    :data:`FORMATS`, then precision, then branch.
+    With the artifacts each is made from (an engine's ONNX graphs, OpenVINO's portable graph, an int8 file's fp32
+    graph) or reads in place of its own (``onnx-trt``'s SPD graph); the upsample graph in fp32. In writing order: by
+    format as in :data:`FORMATS`, then precision, then branch.
     """
     wanted: set[ArtifactKey] = set()
 
     def need(fmt: str, branch: str, precision: str) -> None:
         record = FORMATS[fmt]
         precision = "fp32" if branch == UPSAMPLE else precision
+        if precision == "int8":  # the quantized pair, both branches whatever the format's own (INT8_PAIR)
+            wanted.add((fmt, branch, precision))
+            need(*int8_origin(fmt, branch))
+            return
         if branch in record.branches:
             wanted.add((fmt, branch, precision))
-        # An int8 file is quantized from its quantized_from format's fp32 graph (added below), not its sources'.
-        if branch in record.sources and precision != "int8":
+        if branch in record.sources:
             need(record.sources[branch], branch, precision)
 
     for fmt, chosen in precisions.items():
         for precision in chosen:
             for branch in BRANCHES:
-                if precision == "int8" and branch != UPSAMPLE:
-                    source = FORMATS[fmt].quantized_from
-                    assert source is not None, f"{fmt} takes int8 without saying what it is quantized from"
-                    need(source, branch, "fp32")
                 need(fmt, branch, precision)
     order = list(FORMATS)
     return sorted(wanted, key=lambda key: (order.index(key[0]), PRECISIONS.index(key[2]), BRANCHES.index(key[1])))
@@ -178,15 +191,29 @@ def precisions_by_format() -> str:
 
 
 def _files(record: ExportFormat) -> str:
-    branches = "{branch}" if record.branches == BRANCHES else "/".join(record.branches)
-    return ", ".join(f"`{template.format(branch=branches)}`" for template in record.files.values())
+    def branches(precision: str) -> str:
+        own = INT8_PAIR if precision == "int8" else record.branches  # an int8 precision writes the pair
+        return "{branch}" if set(own) <= set(record.branches) and record.branches == BRANCHES else "/".join(own)
+
+    return ", ".join(f"`{template.format(branch=branches(precision))}`" for precision, template in record.files.items())
 
 
 def _made_from(record: ExportFormat) -> str:
     by_format: dict[str, list[str]] = {}
     for branch, fmt in record.sources.items():
         by_format.setdefault(fmt, []).append(branch)
-    int8 = f"; int8: quantized from {record.quantized_from}'s fp32 spd/spgm" if record.quantized_from else ""
+    int8 = ""
+    if "int8" in record.files:
+        origins = {branch: int8_origin(record.name, branch) for branch in INT8_PAIR}
+        if record.int8_from is not None:
+            int8 = f"; int8: built from {record.int8_from}'s int8 spd/spgm"
+        else:
+            quantized_from: dict[str, list[str]] = {}
+            for branch, (fmt, _, _) in origins.items():
+                quantized_from.setdefault(fmt, []).append(branch)
+            int8 = "; int8: quantized from " + " and ".join(
+                f"{fmt}'s fp32 {'/'.join(branches)}" for fmt, branches in quantized_from.items()
+            )
     if not by_format:
         return "the model" + int8
     made = "; ".join(f"{fmt}'s {'/'.join(branches)}" for fmt, branches in by_format.items())

@@ -1,7 +1,8 @@
 """INT8 post-training quantization of an SPD/SPGM pair, and the accuracy gate it must pass to be written.
 
-Two engines quantize the portable fp32 ONNX graphs, each its own documented way (:mod:`spgim.int8_build`): ONNX
-Runtime's QDQ static quantization (``onnx``) and NNCF's post-training quantization to OpenVINO IR (``openvino``).
+Three quantize fp32 ONNX graphs, each its own documented way (:mod:`spgim.int8_build`): ONNX Runtime's QDQ static
+quantization (``onnx``), NNCF's post-training quantization to OpenVINO IR (``openvino``), and the symmetric QDQ
+graphs TensorRT builds int8 engines from (``onnx-trt``; its gate runs them on the CPU twin).
 
 Both branches are quantized together: SPGM is calibrated on what the fp32 SPD gives it. Then the gate runs the
 quantized pair on held-out generated scenes (:func:`.calibration.gate_scenes`) against the fp32 pair: the mean
@@ -54,7 +55,16 @@ class Gate:
 
 
 def runner(fmt: str, path: Path) -> Run:
-    """One graph of ``fmt`` on the CPU in fp32 arithmetic where not quantized: feeds by name -> outputs in order."""
+    """One graph of ``fmt`` on the CPU in fp32 arithmetic where not quantized: feeds by name -> outputs in order.
+
+    ``onnx-trt``'s QDQ graphs run in ONNX Runtime with the plugin's C++ reference for their ``TSTAttention`` nodes
+    (:mod:`spgim.tst_twin`): the integer arithmetic their Q/DQ nodes define, which TensorRT's int8 engine follows.
+    """
+    if fmt == "onnx-trt":
+        from spgim.tst_twin import twin_session
+
+        twin = twin_session(path)
+        return lambda feed: list(twin.run(None, feed))
     if fmt == "onnx":
         import onnxruntime as ort
 

@@ -9,6 +9,7 @@ when a writer runs, so that the command line's help, which reads the table, stay
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class ExportJob:
         written: the artifacts written so far, by (format, branch, precision).
         int8_data: int8: the calibration and gate inputs, made once for every int8 format.
         quantized: int8: per format, its quantized pair until both files are in place.
+        int8_sources: int8: per format that quantizes, the fp32 artifact each branch of its pair is quantized from.
     """
 
     out: Path
@@ -70,6 +72,7 @@ class ExportJob:
     written: dict[ArtifactKey, Path] = field(default_factory=dict)
     int8_data: tuple[str, BranchFeeds, Scenes, BranchFeeds] | None = None
     quantized: dict[str, QuantizedPair] = field(default_factory=dict)
+    int8_sources: dict[str, dict[str, ArtifactKey]] = field(default_factory=dict)
 
 
 Writer = Callable[[ExportJob, str, str, Path, "Path | None"], dict[str, Any]]
@@ -142,10 +145,6 @@ def write_openvino(job: ExportJob, branch: str, precision: str, path: Path, sour
     return {**onnx_facts(job, branch, "portable"), "onnx_source": source.name, "companions": companions, **int8}
 
 
-# Where each int8 format's pair is quantized from: the portable fp32 ONNX graphs (FORMATS' quantized_from).
-INT8_SOURCE_FORMAT = "onnx"
-
-
 def write_int8(job: ExportJob, fmt: str, branch: str, path: Path) -> dict[str, Any]:
     """Put ``branch``'s int8 file of ``fmt`` at ``path``; the first branch quantizes and gates the pair (both
     branches at once: SPGM is calibrated on what SPD gives it). Returns the sidecar's ``int8`` entry."""
@@ -167,7 +166,7 @@ def write_int8(job: ExportJob, fmt: str, branch: str, path: Path) -> dict[str, A
         suffix = path.name.removeprefix(branch)
         job.quantized[fmt] = quantize_pair(
             fmt,
-            {name: job.written[(INT8_SOURCE_FORMAT, name, "fp32")] for name in ("spd", "spgm")},
+            {name: job.written[key] for name, key in job.int8_sources[fmt].items()},
             calibration_feeds,
             origin,
             gate,
@@ -234,7 +233,8 @@ def check_engine(job: ExportJob) -> None:
 
 
 def write_engine(job: ExportJob, branch: str, precision: str, path: Path, source: Path | None) -> dict[str, Any]:
-    """A TensorRT engine built from the ONNX graph of the same precision, over the profile's sizes."""
+    """A TensorRT engine built from the ONNX graph of the same precision, over the profile's sizes (int8: from the
+    ``onnx-trt`` QDQ graph, whose quantization and gate its sidecar repeats)."""
     assert source is not None and job.plugin_library is not None, "check_engine runs before the first engine"
     profile = job.profile
     frame_sizes = {"frame_hw": job.frame_sizes} if branch == UPSAMPLE else {}
@@ -249,6 +249,8 @@ def write_engine(job: ExportJob, branch: str, precision: str, path: Path, source
         timing_cache=job.out / "timing.cache",
     )
     extra = {**facts, "onnx_source": source.name, "optimization_profile": shapes}
+    if precision == "int8":
+        extra["int8"] = json.loads(source.with_name(source.name + ".json").read_text())["int8"]
     if branch == "spgm":
         # Its file name only: the runtime loads the plugin from its own build, $SPGIM_TST_PLUGIN or --plugin,
         # never from a path an export folder names.

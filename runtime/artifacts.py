@@ -218,7 +218,8 @@ def _sha256(path: Path) -> str:
 
 
 def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Artifact, Artifact]:
-    """The SPD and SPGM artifacts of one format and precision (SPD's TensorRT flavour is its portable graph).
+    """The SPD and SPGM artifacts of one format and precision (SPD's TensorRT flavour is its portable graph, but in
+    int8).
 
     Other branches in the folder (the ``upsample`` graph: :func:`select_upsampler`) are not part of the pair.
     """
@@ -230,7 +231,8 @@ def select_pair(artifacts: list[Artifact], fmt: str, precision: str) -> tuple[Ar
         available = sorted({f"{a.format}/{a.precision}" for a in artifacts if a.branch == branch})
         raise SpgimError(f"no {branch} artifact in format {wanted} {precision}; this folder has {', '.join(available)}")
 
-    spd = find("spd", "onnx" if fmt == "onnx-trt" else fmt)
+    # An int8 pair is quantized together: onnx-trt's int8 SPD is its own QDQ graph.
+    spd = find("spd", "onnx" if fmt == "onnx-trt" and precision != "int8" else fmt)
     spgm = find("spgm", fmt)
     check_pair(spd, spgm)
     return spd, spgm

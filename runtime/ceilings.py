@@ -54,17 +54,19 @@ class ResNet50:
         rng = np.random.default_rng(0)
         return [{"image": rng.random(tuple(self.image.shape), dtype=np.float32)} for _ in range(count)]
 
-    def onnx(self, precision: str) -> Path:
+    def onnx(self, precision: str, quantized_as: str = "onnx") -> Path:
         """ResNet-50 as ONNX (opset 17, input ``image``, output ``logits``) in fp32 or fp16, or int8: QDQ-quantized
-        as ``spgim export --precision int8`` quantizes SPG-IM's ONNX (:mod:`spgim.int8_build`)."""
-        if precision in self._onnx:
-            return self._onnx[precision]
+        as ``spgim export --precision int8`` quantizes SPG-IM's ONNX for the format ``quantized_as`` (``onnx`` for
+        ONNX Runtime, ``onnx-trt`` for TensorRT; :mod:`spgim.int8_build`)."""
+        key = f"{precision}-{quantized_as}" if precision == "int8" else precision
+        if key in self._onnx:
+            return self._onnx[key]
         if precision == "int8":
             from spgim.int8_build import QUANTIZERS
 
-            quantized = self.workdir / "resnet50.int8.onnx"
-            QUANTIZERS["onnx"](self.onnx("fp32"), quantized, self.calibration_feeds(), ())
-            self._onnx[precision] = quantized
+            quantized = self.workdir / f"resnet50.int8.{quantized_as}.onnx"
+            QUANTIZERS[quantized_as](self.onnx("fp32"), quantized, self.calibration_feeds(), ())
+            self._onnx[key] = quantized
             return quantized
         import onnx
         import torch
@@ -162,14 +164,15 @@ def torchscript(device: str) -> Callable[[ResNet50, CeilingOptions], Runner]:
 
 
 def tensorrt(resnet: ResNet50, options: CeilingOptions) -> Runner:
-    """ResNet-50 as a TensorRT engine built from its ONNX like ``spgim export`` builds SPG-IM's (strongly typed)."""
+    """ResNet-50 as a TensorRT engine built from its ONNX like ``spgim export`` builds SPG-IM's (strongly typed; int8
+    from the symmetric QDQ graph)."""
     import torch
 
     from spgim.tensorrt_build import build_engine
 
     from .tensorrt_backend import EngineRunner
 
-    source = resnet.onnx(options.precision)
+    source = resnet.onnx(options.precision, quantized_as="onnx-trt")
     engine_path = resnet.workdir / f"resnet50.{options.precision}.engine"
     shape = list(resnet.image.shape)
     build_engine(

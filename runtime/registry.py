@@ -137,7 +137,7 @@ def _aotinductor(spd: Artifact, spgm: Artifact, options: BackendOptions) -> Back
 
 _RECORDS = (
     BackendRecord(
-        "tensorrt", ("engine",), ("fp32", "fp16"), "cuda", _gpu_probe("tensorrt"), _tensorrt, ceilings.tensorrt
+        "tensorrt", ("engine",), ("fp32", "fp16", "int8"), "cuda", _gpu_probe("tensorrt"), _tensorrt, ceilings.tensorrt
     ),
     BackendRecord(
         "onnxruntime-trt",
@@ -196,7 +196,7 @@ _RECORDS = (
     BackendRecord(
         "onnxruntime-twin",
         ("onnx-trt",),
-        ("fp32", "fp16"),
+        ("fp32", "fp16", "int8"),
         "cpu",
         _always,
         _onnxruntime,

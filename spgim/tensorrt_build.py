@@ -5,6 +5,9 @@ Shared by ``spgim export`` and the bench's TensorRT ceiling (so neither stage im
 The fp16 engine is built from the fp16 ONNX graph and the fp32 engine from the fp32 graph: in a
 strongly typed network the graph's types are the engine's types (TensorRT 11 removed
 ``BuilderFlag.FP16`` and weak typing). TF32 is cleared for fp32 so it really computes in fp32.
+The int8 engine is built from a QDQ graph the same way (explicit quantization: its Quantize/DequantizeLinear
+nodes say where int8 runs and with which scales; TensorRT 10 deprecated the implicit, calibrator-driven
+``BuilderFlag.INT8`` and TensorRT 11 removed it), so no calibration cache is involved.
 The plugin library is loaded by path; a timing cache persists between builds.
 """
 
@@ -55,7 +58,8 @@ def build_engine(
         onnx_path: the ONNX graph (fp16 graph for an fp16 engine).
         engine_path: where the serialised engine goes.
         profile: input name -> [min, opt, max] shapes (one optimisation profile).
-        precision: ``"fp32"`` or ``"fp16"`` (the graph's types decide; fp32 also clears TF32).
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (the graph's types and Q/DQ nodes decide; fp32 also
+            clears TF32).
         workspace_gb: workspace memory pool limit.
         plugin_library: the TST attention plugin, for graphs with ``TSTAttention`` nodes.
         timing_cache: read if present, written after the build.

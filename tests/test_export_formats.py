@@ -88,7 +88,7 @@ def test_the_profile_says_which_stream_sizes_it_leaves_out() -> None:
         (("--formats", "openvino", "--precision", "fp16"), "openvino is written in fp32/int8 only"),
         (("--formats", "torchscript,onnx", "--precision", "fp16"), "torchscript is written in fp32 only"),
         (("--formats", "pt2", "--precision", "fp16"), "pt2 is written in fp32/bf16 only"),
-        (("--formats", "engine", "--precision", "bf16"), "engine is written in fp32/fp16 only"),
+        (("--formats", "engine", "--precision", "bf16"), "engine is written in fp32/fp16/int8 only"),
         (("--formats", "onnx,openvino", "--precision", "fp32,bf16"), "--precision bf16 applies to none of"),
         (("--formats", "torchscript,pt2", "--precision", "fp32,fp16"), "--precision fp16 applies to none of"),
         (("--formats", "torchscript", "--attention", "blocked"), "--attention changes onnx, openvino only"),
