@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, CUDA and TensorRT 10/11 (the Python wheel, and headers + libraries
 # under $TensorRT_ROOT), optionally onnxruntime-gpu: build the plugin, run the native tests, export
-# TorchScript, both ONNX flavours and both engines, run the GPU runtime tests, then compare every GPU
+# TorchScript, both ONNX flavours and the fp32/fp16/int8 engines, run the GPU runtime tests, then compare every GPU
 # backend (TensorRT engines, ONNX Runtime TensorRT/CUDA providers, TorchScript on CUDA) with ONNX Runtime
-# on the CPU and print fp16 vs fp32 throughput.
+# on the CPU and print fp16 and int8 vs fp32 throughput (int8 written even if it misses its gate: the
+# sidecar says whether it passed).
 #   TensorRT_ROOT=/opt/TensorRT bash scripts/gpu_check.sh runs/spd/best.pt runs/spgm/best.pt [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,6 @@ cmake --build build/native -j"$(nproc)"
 ctest --test-dir build/native --output-on-failure
 "$python" -m pytest -q -rs tests/test_native.py tests/test_runtime_gpu.py
 "$python" -m spgim export --spd "$spd" --spgm "$spgm" --out build/gpu_check \
-    --formats torchscript,onnx,onnx-trt,engine --precision fp32,fp16 --height "$size" --width "$size" --plugin "$plugin"
+    --formats torchscript,onnx,onnx-trt,engine --precision fp32,fp16,int8 --accept-accuracy-loss \
+    --height "$size" --width "$size" --plugin "$plugin"
 "$python" scripts/gpu_check.py build/gpu_check --plugin "$plugin" --json build/gpu_check/report.json
