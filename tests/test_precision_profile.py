@@ -106,3 +106,19 @@ def test_bad_options_are_one_line(options: tuple[str, ...], says: str) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("precision_profile: ") and says in lines[0], result.stderr
+
+
+def test_the_attention_alone_is_timed_in_each_form_and_precision(tmp_path: Path) -> None:
+    if native_bf16_missing():
+        pytest.skip(f"bf16 is not native here: {native_bf16_missing()}")
+    script = ROOT / "scripts" / "attention_precision.py"
+    options = ["--positions", "256", "--dim", "32", "--runs", "1", "--rounds", "1", "--json", str(tmp_path / "a.json")]
+    run = subprocess.run([sys.executable, str(script), *options], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert [row["form"] for row in report["rows"]] == ["sdpa", "matmul", "blocked"]
+    for row in report["rows"]:
+        assert set(row["seconds"]) == {"f32", "bf16"} and all(s > 0 for s in row["seconds"].values())
+        assert row["bf16_speedup"] == pytest.approx(row["seconds"]["f32"] / row["seconds"]["bf16"])
+        assert row["layers"]["bf16"], row  # what OpenVINO compiled the form into
+    assert "cpu" in report and "256 positions" in run.stdout
