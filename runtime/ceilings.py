@@ -100,19 +100,29 @@ class ResNet50:
         return np.asarray(self.image.numpy(), dtype=np.float16 if precision == "fp16" else np.float32)
 
 
-def onnxruntime_cpu(resnet: ResNet50, options: CeilingOptions) -> Runner:
-    """ResNet-50 on ONNX Runtime's CPU provider, with the session options of :class:`.backends.OnnxRuntimeBackend`."""
-    import onnxruntime as ort
+def _onnxruntime_cpu(quantized_as: str) -> Callable[[ResNet50, CeilingOptions], Runner]:
+    """ResNet-50 on ONNX Runtime's CPU provider, with the session options of :class:`.backends.OnnxRuntimeBackend`;
+    its int8 graph quantized as the format ``quantized_as``'s int8 files are."""
 
-    from .backends import session_options
+    def runner(resnet: ResNet50, options: CeilingOptions) -> Runner:
+        import onnxruntime as ort
 
-    session = ort.InferenceSession(
-        str(resnet.onnx(options.precision)),
-        session_options(threads=options.threads, spinning=options.spinning),
-        providers=["CPUExecutionProvider"],
-    )
-    feed = {"image": resnet.host_image(options.precision)}
-    return lambda: session.run(None, feed)
+        from .backends import session_options
+
+        session = ort.InferenceSession(
+            str(resnet.onnx(options.precision, quantized_as=quantized_as)),
+            session_options(threads=options.threads, spinning=options.spinning),
+            providers=["CPUExecutionProvider"],
+        )
+        feed = {"image": resnet.host_image(options.precision)}
+        return lambda: session.run(None, feed)
+
+    return runner
+
+
+# ONNX Runtime's own ceiling, and the CPU twin's: in int8, ResNet-50 as TensorRT's QDQ graph.
+onnxruntime_cpu = _onnxruntime_cpu("onnx")
+onnxruntime_twin = _onnxruntime_cpu("onnx-trt")
 
 
 def onnxruntime_gpu(provider: str) -> Callable[[ResNet50, CeilingOptions], Runner]:

@@ -200,7 +200,7 @@ _RECORDS = (
         "cpu",
         _always,
         _onnxruntime,
-        ceilings.onnxruntime_cpu,
+        ceilings.onnxruntime_twin,
         in_auto=False,
     ),
 )

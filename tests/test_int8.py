@@ -258,7 +258,8 @@ def test_the_int8_engines_follow_their_qdq_graphs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_compares_int8_with_resnet50_quantized_the_same_way(int8_export: Path, tmp_path: Path) -> None:
     # In a process of its own, as the exports above: it quantizes ResNet-50 with NNCF.
-    bench = ["bench", "--model", str(int8_export), "--backend", "onnxruntime,openvino", "--precision", "fp32,int8"]
+    backends = "onnxruntime,openvino,onnxruntime-twin"
+    bench = ["bench", "--model", str(int8_export), "--backend", backends, "--precision", "fp32,int8"]
     bench += ["--size", "128x128"]
     run = subprocess.run(
         [sys.executable, "-m", "spgim", *bench, "--iters", "3", "--json", str(tmp_path / "b.json")],
@@ -269,7 +270,7 @@ def test_bench_compares_int8_with_resnet50_quantized_the_same_way(int8_export: P
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "b.json").read_text())
     rows = {(r["backend"], r["precision"]) for r in report["rows"]}
-    assert rows == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "int8")}
+    assert rows == {(b, p) for b in backends.split(",") for p in ("fp32", "int8")}
     for item in report["reduced_vs_full"]:
         assert item["reduced"] == "int8" and item["resnet50_speedup"] > 0
         assert item["speedup_over_resnet50_speedup"] == pytest.approx(item["speedup"] / item["resnet50_speedup"])
