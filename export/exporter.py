@@ -158,8 +158,10 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
         origin = record.sources.get(branch)
         if precision == "int8":  # quantized from an fp32 graph, or built from another format's int8 file
             made_from: Path | None = job.written[int8_origin(fmt, branch)]
+        elif origin is not None:
+            made_from = job.written[(origin, branch, "fp32" if branch == UPSAMPLE else precision)]
         else:
-            made_from = job.written[(origin, branch, "fp32" if branch == UPSAMPLE else precision)] if origin else None
+            made_from = None
         extra = record.writer(job, branch, precision, path, made_from)
         description = {
             "branch": branch,

@@ -193,7 +193,7 @@ def precisions_by_format() -> str:
 def _files(record: ExportFormat) -> str:
     def branches(precision: str) -> str:
         own = INT8_PAIR if precision == "int8" else record.branches  # an int8 precision writes the pair
-        return "{branch}" if set(own) <= set(record.branches) and record.branches == BRANCHES else "/".join(own)
+        return "{branch}" if record.branches == BRANCHES else "/".join(own)
 
     return ", ".join(f"`{template.format(branch=branches(precision))}`" for precision, template in record.files.items())
 
@@ -204,13 +204,12 @@ def _made_from(record: ExportFormat) -> str:
         by_format.setdefault(fmt, []).append(branch)
     int8 = ""
     if "int8" in record.files:
-        origins = {branch: int8_origin(record.name, branch) for branch in INT8_PAIR}
         if record.int8_from is not None:
             int8 = f"; int8: built from {record.int8_from}'s int8 spd/spgm"
         else:
             quantized_from: dict[str, list[str]] = {}
-            for branch, (fmt, _, _) in origins.items():
-                quantized_from.setdefault(fmt, []).append(branch)
+            for branch in INT8_PAIR:
+                quantized_from.setdefault(int8_origin(record.name, branch)[0], []).append(branch)
             int8 = "; int8: quantized from " + " and ".join(
                 f"{fmt}'s fp32 {'/'.join(branches)}" for fmt, branches in quantized_from.items()
             )

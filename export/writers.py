@@ -21,7 +21,7 @@ from spgim.tensorrt_build import build_engine, find_plugin_library, import_tenso
 from spgim.tst_op import plugin_description
 
 from .profile import SizeProfile
-from .sidecar import file_sha256
+from .sidecar import file_sha256, sidecar_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -250,7 +250,7 @@ def write_engine(job: ExportJob, branch: str, precision: str, path: Path, source
     )
     extra = {**facts, "onnx_source": source.name, "optimization_profile": shapes}
     if precision == "int8":
-        extra["int8"] = json.loads(source.with_name(source.name + ".json").read_text())["int8"]
+        extra["int8"] = json.loads(sidecar_path(source).read_text())["int8"]
     if branch == "spgm":
         # Its file name only: the runtime loads the plugin from its own build, $SPGIM_TST_PLUGIN or --plugin,
         # never from a path an export folder names.
