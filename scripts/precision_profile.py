@@ -1,19 +1,23 @@
-"""Where reduced precision loses time: the share of SPD + SPGM time per model part, fp32 against bf16.
+"""Where reduced precision loses time: the share of SPD + SPGM time per model part, fp32 against bf16 and int8.
 
     .venv/bin/python scripts/precision_profile.py --config paper --size 512x512 --threads 2 \\
-        --precisions fp32,bf16 --engines openvino,torch --iters 3 --json profile.json
+        --precisions fp32,bf16,int8 --engines openvino,torch --iters 3 --json profile.json
 
 Random weights (time does not depend on them). Each branch runs on each engine in each precision; every
 operation's time goes to one part of :data:`PARTS` (the rules are :data:`MODULE_PARTS` and the op lists
 beside it), and the JSON holds, per engine x precision x branch, the total, the per-part time and share, and
 for OpenVINO every layer (name, type, kernel, the precision its kernel ran in, time) and a count of executed
 layers per kernel precision (fp32 islands in a bf16 run show up there). stdout gets a table per engine:
-part, share fp32, share bf16, and the bf16 speed-up of that part. ResNet-50 on the same engines gives the
-bf16 speed-up that a plain convolution network gets here, for comparison (``--no-resnet`` leaves it out).
+part, its share in each precision, and each reduced precision's speed-up of that part. ResNet-50 on the same
+engines, in the same precisions, gives the speed-up that a plain convolution network gets here, for comparison
+(``--no-resnet`` leaves it out).
 
 - **openvino**: each branch exported to portable ONNX as ``spgim export`` exports it
   (:func:`spgim.export.onnx_graphs.export_onnx`, the default attention form, fixed size), compiled for the CPU
   with the runtime backend's settings plus ``PERF_COUNT``, and read back with ``get_profiling_info()``.
+  int8 is the branch's ONNX quantized by NNCF as ``spgim export --precision int8`` quantizes it
+  (:func:`spgim.int8_build.quantize_openvino`, every operation in int8, calibrated on the example input: the
+  ranges set accuracy, not speed), run with the int8 backend's precision hint.
   Layers are attributed by the module path the exporter writes into node names (``/encoder/layer1/...``);
   nodes without one (the fused ``ScaledDotProductAttention``, a ``Transpose``, the output nodes) by the original
   layers OpenVINO fused into them, else by the layer that ran before them.
@@ -24,6 +28,8 @@ bf16 speed-up that a plain convolution network gets here, for comparison (``--no
   ops across modules, so their time cannot be attributed to a part at all. Forward hooks on the parts' modules
   open ``torch.profiler.record_function`` ranges; each op's own (self) time goes to the part whose range
   encloses it, casts and resizes going to their own parts whatever module calls them.
+  The torch engine has no int8 (the project's int8 runs on OpenVINO and ONNX Runtime): an int8 run there is
+  skipped with that reason.
 
 bf16 is skipped, with the reason in the JSON, where the CPU lacks native bf16 (``spgim.machine``); the JSON
 records the CPU's flags. Bad options are one line on stderr and exit code 1.
@@ -98,8 +104,10 @@ TORCH_RESIZE_PREFIXES = ("aten::upsample_", "aten::_upsample_")
 RANGE_PREFIX = "part: "
 
 ENGINES = ("openvino", "torch")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+REDUCED = tuple(precision for precision in PRECISIONS if precision != "fp32")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TORCH_INT8_ABSENT = "torch has no int8 here: the project's int8 runs on OpenVINO and ONNX Runtime"
 # Kernel precision tokens OpenVINO puts at the end of exec_type, in the spellings of its versions.
 KERNEL_PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16", "i8": "i8", "u8": "u8"}
 KERNEL_PRECISIONS |= {"i32": "i32", "i64": "i64", "u1": "u1", "boolean": "boolean"}
@@ -138,8 +146,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="paper", help="model configuration: paper, live or tiny (default paper)")
     parser.add_argument("--size", default="512x512", help="working size WxH, multiples of 32 (default 512x512)")
-    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (default fp32,bf16)")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="fp32, bf16, int8 (openvino only), comma-separated (default fp32,bf16)",
+    )
     parser.add_argument("--engines", default="openvino,torch", help="openvino and/or torch (default both)")
+    parser.add_argument(
+        "--kv-stride",
+        type=int,
+        default=0,
+        help="SPGM's tst_kv_stride: SPD's feature pooled by this factor before the attention's keys and values "
+        "(0: the configuration's own; default 0)",
+    )
     parser.add_argument("--iters", type=int, default=3, help="profiled runs after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads; 0: one per physical core (default)")
     parser.add_argument("--json", type=Path, help="write the full report here")
@@ -147,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resnet",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="time ResNet-50 on the same engines for the bf16 speed-up of a plain CNN (default on)",
+        help="time ResNet-50 on the same engines for the reduced precisions' speed-up of a plain CNN (default on)",
     )
     return parser.parse_args(argv)
 
@@ -158,10 +177,12 @@ def checked_options(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.iters < 1:
         raise SpgimError(f"--iters {args.iters}: give at least 1")
+    if args.kv_stride < 0:
+        raise SpgimError(f"--kv-stride {args.kv_stride}: give 0 (the configuration's own) or a pooling factor >= 1")
     if args.threads < 0:
         raise SpgimError(f"--threads {args.threads}: give 0 (one per physical core) or more")
     return {
-        "config": get_config(args.config),
+        "config": get_config(args.config, **({"spgm__tst_kv_stride": args.kv_stride} if args.kv_stride else {})),
         "size": parse_size(args.size),
         "precisions": _choices(args.precisions, PRECISIONS, "precisions"),
         "engines": _choices(args.engines, ENGINES, "engines"),
@@ -351,6 +372,20 @@ def export_branches(
     return paths
 
 
+def quantized_branches(
+    paths: dict[str, Path], feeds: dict[str, dict[str, np.ndarray]], folder: Path
+) -> dict[str, Path]:
+    """Each branch's ONNX quantized by NNCF to an int8 OpenVINO IR as ``spgim export --precision int8`` writes it,
+    every operation in int8, calibrated on the example input alone (the ranges set accuracy, not speed)."""
+    from spgim.int8_build import QUANTIZERS
+
+    quantized = {}
+    for branch, path in paths.items():
+        quantized[branch] = folder / f"{branch}.int8.xml"
+        QUANTIZERS["openvino"](path, quantized[branch], [feeds[branch]], ())
+    return quantized
+
+
 def profile_openvino(
     branches: dict[str, tuple[nn.Module, tuple]],
     specs: dict[str, Any],
@@ -363,16 +398,20 @@ def profile_openvino(
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="spgim-precision-profile-") as work:
         paths = export_branches(branches, specs, Path(work))
+        feeds = {
+            branch: {name: x.numpy() for name, x in zip(specs[branch].input_names, example, strict=True)}
+            for branch, (_, example) in branches.items()
+        }
         for precision in options["precisions"]:
             reason = openvino_unavailable(precision)
             if reason is not None:
                 results[precision] = {"skipped": reason}
                 continue
+            graphs = quantized_branches(paths, feeds, Path(work)) if precision == "int8" else paths
             records = {}
-            for branch, (_, example) in branches.items():
-                feed = {name: x.numpy() for name, x in zip(specs[branch].input_names, example, strict=True)}
+            for branch, feed in feeds.items():
                 records[branch] = profile_openvino_branch(
-                    paths[branch],
+                    graphs[branch],
                     feed,
                     rules[branch],
                     precision=precision,
@@ -487,11 +526,12 @@ def profile_torch_branch(
 def profile_torch(
     branches: dict[str, tuple[nn.Module, tuple]], rules: dict[str, dict[str, str]], options: dict[str, Any]
 ) -> dict[str, Any]:
-    """Every precision of :func:`profile_torch_branch` on both branches; bf16 skipped where not native."""
+    """Every precision of :func:`profile_torch_branch` on both branches; bf16 skipped where not native, int8
+    always (:data:`TORCH_INT8_ABSENT`)."""
     torch.set_num_threads(options["threads"])
     results: dict[str, Any] = {}
     for precision in options["precisions"]:
-        reason = native_bf16_missing() if precision == "bf16" else None
+        reason = _engine_refusal("torch", precision)
         if reason is not None:
             results[precision] = {"skipped": reason}
             continue
@@ -510,7 +550,8 @@ def profile_torch(
 
 def resnet50_speedups(options: dict[str, Any]) -> dict[str, Any]:
     """ResNet-50 (random weights, batch 1, the profile's size) in each precision on each engine, by the
-    ceiling runners of :mod:`spgim.runtime.ceilings`: the fastest run's ms and the bf16 speed-up."""
+    ceiling runners of :mod:`spgim.runtime.ceilings` (int8 quantized as the model is): the fastest run's ms and
+    each reduced precision's speed-up."""
     from spgim.runtime import ceilings
 
     height, width = options["size"]
@@ -526,8 +567,9 @@ def resnet50_speedups(options: dict[str, Any]) -> dict[str, Any]:
                 continue
             run = runners[engine](resnet, ceilings.CeilingOptions(precision, threads=options["threads"]))
             times[f"{precision}_ms"] = _fastest_ms(run, options["iters"])
-        if "fp32_ms" in times and "bf16_ms" in times:
-            times["bf16_speedup"] = times["fp32_ms"] / times["bf16_ms"]
+        for reduced in REDUCED:
+            if "fp32_ms" in times and f"{reduced}_ms" in times:
+                times[f"{reduced}_speedup"] = times["fp32_ms"] / times[f"{reduced}_ms"]
         results[engine] = times
     return results
 
@@ -537,6 +579,8 @@ def _engine_refusal(engine: str, precision: str) -> str | None:
         from spgim.runtime.openvino_backend import openvino_unavailable
 
         return openvino_unavailable(precision)
+    if precision == "int8":
+        return TORCH_INT8_ABSENT
     return native_bf16_missing() if precision == "bf16" else None
 
 
@@ -553,39 +597,48 @@ def _fastest_ms(run: Callable[[], Any], iters: int) -> float:
 # --- report ----------------------------------------------------------------------------------------------------
 
 
-def speedups(engine_results: dict[str, Any]) -> dict[str, float | None]:
-    """fp32 time / bf16 time per part and in total (None where a side is missing or zero)."""
-    fp32, bf16 = engine_results.get("fp32", {}), engine_results.get("bf16", {})
-    if "parts" not in fp32 or "parts" not in bf16:
-        return {}
-    ratios: dict[str, float | None] = {}
-    for part in PARTS:
-        slow, fast = fp32["parts"][part]["ms"], bf16["parts"][part]["ms"]
-        ratios[part] = slow / fast if slow and fast else None
-    ratios["total"] = fp32["total_ms"] / bf16["total_ms"] if bf16["total_ms"] else None
+def speedups(engine_results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per reduced precision that ran beside fp32: fp32 time / its time, per part and in total (None where a side
+    is zero)."""
+    fp32 = engine_results.get("fp32", {})
+    ratios: dict[str, dict[str, float | None]] = {}
+    for reduced in REDUCED:
+        fast = engine_results.get(reduced, {})
+        if "parts" not in fp32 or "parts" not in fast:
+            continue
+        ratio: dict[str, float | None] = {}
+        for part in PARTS:
+            slow_ms, fast_ms = fp32["parts"][part]["ms"], fast["parts"][part]["ms"]
+            ratio[part] = slow_ms / fast_ms if slow_ms and fast_ms else None
+        ratio["total"] = fp32["total_ms"] / fast["total_ms"] if fast["total_ms"] else None
+        ratios[reduced] = ratio
     return ratios
 
 
-def table(engine: str, results: dict[str, Any], ratios: dict[str, float | None]) -> str:
-    """The stdout table of one engine: part, share fp32, share bf16, bf16 speed-up of the part."""
+def table(engine: str, results: dict[str, Any], ratios: dict[str, dict[str, float | None]]) -> str:
+    """The stdout table of one engine: part, its share in each precision, each reduced precision's speed-up."""
+    precisions = [precision for precision in PRECISIONS if precision in results]
 
     def share(precision: str, part: str) -> str:
-        record = results.get(precision, {})
+        record = results[precision]
         return f"{record['parts'][part]['share']:.1%}" if "parts" in record else "-"
 
-    def ratio(key: str) -> str:
-        value = ratios.get(key)
+    def ratio(precision: str, key: str) -> str:
+        value = ratios.get(precision, {}).get(key)
         return f"{value:.2f}x" if value else "-"
 
-    lines = [f"{engine}: {'part':<22} {'fp32':>7} {'bf16':>7} {'bf16 speed-up':>14}"]
+    reduced = [precision for precision in precisions if precision in ratios]
+    heads = [f"{p:>8}" for p in precisions] + [f"{p + ' speed-up':>14}" for p in reduced]
+    lines = [f"{engine}: {'part':<22} {' '.join(heads)}"]
+    indent = " " * (len(engine) + 2)
     for part in PARTS:
-        lines.append(
-            f"{'':<{len(engine) + 2}}{part:<22} {share('fp32', part):>7} {share('bf16', part):>7} {ratio(part):>14}"
-        )
-    totals = [f"{results[p]['total_ms']:.0f} ms" if "total_ms" in results.get(p, {}) else "-" for p in PRECISIONS]
-    lines.append(f"{'':<{len(engine) + 2}}{'total':<22} {totals[0]:>7} {totals[1]:>7} {ratio('total'):>14}")
-    for precision in PRECISIONS:
-        if "skipped" in results.get(precision, {}):
+        cells = [f"{share(p, part):>8}" for p in precisions] + [f"{ratio(p, part):>14}" for p in reduced]
+        lines.append(f"{indent}{part:<22} {' '.join(cells)}")
+    totals = [f"{results[p]['total_ms']:.0f} ms" if "total_ms" in results[p] else "-" for p in precisions]
+    cells = [f"{total:>8}" for total in totals] + [f"{ratio(p, 'total'):>14}" for p in reduced]
+    lines.append(f"{indent}{'total':<22} {' '.join(cells)}")
+    for precision in precisions:
+        if "skipped" in results[precision]:
             lines.append(f"  {precision} skipped: {results[precision]['skipped']}")
     return "\n".join(lines)
 
@@ -600,6 +653,7 @@ def profile(options: dict[str, Any], resnet: bool) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": config["name"],
+        "tst_kv_stride": config["spgm"]["tst_kv_stride"],
         "size": {"height": height, "width": width},
         "threads": options["threads"],
         "iters": options["iters"],
@@ -632,12 +686,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"precision_profile: {error}", file=sys.stderr)
         return 1
     height, width = options["size"]
-    print(f"{report['config']} {width}x{height}, {options['threads']} threads, fastest of {options['iters']} runs")
+    print(
+        f"{report['config']} {width}x{height} (tst_kv_stride {report['tst_kv_stride']}), {options['threads']} threads,"
+        f" fastest of {options['iters']} runs"
+    )
     for engine in options["engines"]:
         print(table(engine, report["engines"][engine], report["speedups"][engine]))
     for engine, record in report.get("resnet50", {}).items():
-        speedup = record.get("bf16_speedup")
-        print(f"resnet-50 on {engine}: bf16 speed-up " + (f"{speedup:.2f}x" if speedup else "-"))
+        said = [f"{p} speed-up {record[p + '_speedup']:.2f}x" for p in REDUCED if p + "_speedup" in record]
+        print(f"resnet-50 on {engine}: " + (", ".join(said) or "no reduced precision ran"))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

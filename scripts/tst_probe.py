@@ -6,9 +6,12 @@
 Per SPGM checkpoint (with TST) and per TST stage (named by M, the number of SPD positions it attends over):
 the rows' entropy divided by log M (1: uniform, 0: one position), the peak probability times M (1: uniform),
 and the spread of the retrieved values over SPGM's positions against the spread of SPD's values. Then the
-test split's whole-image SAD/1000 (all images) three ways: as trained; with every attention row replaced by
+test split's whole-image SAD/1000 (all images) four ways: as trained; with every attention row replaced by
 the uniform one (each position retrieves the mean of SPD's values: a global context vector, no location);
-and with the retrieval zeroed. Uniform close to trained means the position-specific retrieval is unused.
+with the retrieval zeroed; and with SPD's feature average-pooled by ``--kv-stride`` before the keys and
+values (``tst_kv_stride``, applied to the trained weights without retraining: the attention's cost divided
+by the stride squared). Uniform close to trained means the position-specific retrieval is unused. The mean
+absolute alpha difference from the trained model is reported for each replacement too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,10 @@ import torch
 from torch import Tensor
 
 from spgim.train.checkpoint import load_checkpoint, load_model
-from spgim.train.evaluate import evaluate_split
+from spgim.train.data.matting import MattingTestDataset
+from spgim.train.evaluate import evaluate_split, predict_alpha
 from spgim.train.models.attention import attention_impl
+from spgim.train.models.spgm import TST
 
 
 class RowStatistics:
@@ -62,25 +68,55 @@ def no_retrieval(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return v.new_zeros(q.shape[0], q.shape[1], v.shape[2])
 
 
-def probe(spd_path: Path, spgm_path: Path, data: Path, limit: int) -> dict[str, Any]:
-    """Row statistics and SAD as trained, with uniform rows and with no retrieval, for one SPGM checkpoint."""
+@contextmanager
+def pooled_keys(model: torch.nn.Module, stride: int) -> Iterator[None]:
+    """Temporarily pool SPD's feature by ``stride`` before every TST block's keys and values."""
+    blocks = [m for m in model.modules() if isinstance(m, TST)]
+    previous = [block.kv_stride for block in blocks]
+    for block in blocks:
+        block.kv_stride = stride
+    try:
+        yield
+    finally:
+        for block, old in zip(blocks, previous, strict=True):
+            block.kv_stride = old
+
+
+def predicted_alphas(spd: torch.nn.Module, spgm: torch.nn.Module, data: Path, limit: int) -> list[Tensor]:
+    """The alpha of each of the first ``limit`` test images, as :func:`evaluate_split` predicts it."""
+    dataset = MattingTestDataset(data)
+    return [predict_alpha(spd, spgm, dataset[i]["image"][None]) for i in range(min(limit, len(dataset)))]
+
+
+def mean_difference(first: list[Tensor], second: list[Tensor]) -> float:
+    """Mean absolute alpha difference over every pixel of every image."""
+    total = sum(float((a - b).abs().sum()) for a, b in zip(first, second, strict=True))
+    return total / sum(a.numel() for a in first)
+
+
+def probe(spd_path: Path, spgm_path: Path, data: Path, limit: int, kv_stride: int = 2) -> dict[str, Any]:
+    """Row statistics and SAD as trained, with uniform rows, with no retrieval and with pooled keys, for one SPGM
+    checkpoint."""
     payload = load_checkpoint(spgm_path, branch="spgm")
     if not payload["config"]["spgm"]["use_tst"]:
         return {"spgm": str(spgm_path), "skipped": "this SPGM has no TST"}
     spd = load_model(spd_path, "spd", payload["config"])
     spgm = load_model(spgm_path, "spgm")
     statistics = RowStatistics()
-    modes: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
-        "trained": statistics,
-        "uniform": uniform_rows,
-        "zeroed": no_retrieval,
+    modes: dict[str, tuple[Callable[[Tensor, Tensor, Tensor, float], Tensor] | str, int]] = {
+        "trained": (statistics, 0),
+        "uniform": (uniform_rows, 0),
+        "zeroed": (no_retrieval, 0),
+        f"keys pooled {kv_stride}x": ("fused", kv_stride),
     }
-    sad = {}
-    for name, attention in modes.items():
-        with attention_impl(spgm, attention), torch.no_grad():
-            result = evaluate_split(spd, spgm, data, limit=limit)
-        sad[name] = result["whole_image"]["all"]["sad"]
-    return {"spgm": str(spgm_path), "sad_whole_all": sad, "stages": statistics.means()}
+    sad, alphas = {}, {}
+    for name, (attention, stride) in modes.items():
+        pooling = pooled_keys(spgm, stride) if stride else nullcontext()
+        with attention_impl(spgm, attention), pooling, torch.no_grad():
+            sad[name] = evaluate_split(spd, spgm, data, limit=limit)["whole_image"]["all"]["sad"]
+            alphas[name] = predicted_alphas(spd, spgm, data, limit)
+    moved = {name: mean_difference(alphas["trained"], alpha) for name, alpha in alphas.items() if name != "trained"}
+    return {"spgm": str(spgm_path), "sad_whole_all": sad, "alpha_moved": moved, "stages": statistics.means()}
 
 
 def main() -> None:
@@ -89,18 +125,23 @@ def main() -> None:
     parser.add_argument("--spd", type=Path, required=True, help="the SPD the SPGMs were trained with")
     parser.add_argument("--spgm", type=Path, action="append", required=True, help="SPGM checkpoint (repeatable)")
     parser.add_argument("--limit", type=int, default=80, help="test images (default 80)")
+    parser.add_argument("--kv-stride", type=int, default=2, help="key pooling factor of the pooled arm (default 2)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.kv_stride < 2:
+        parser.error(f"--kv-stride {args.kv_stride}: give a pooling factor of 2 or more")
     rows = []
     for path in args.spgm:
-        row = probe(args.spd, path, args.data, args.limit)
+        row = probe(args.spd, path, args.data, args.limit, args.kv_stride)
         rows.append(row)
         if "skipped" in row:
             print(f"{path}: {row['skipped']}")
             continue
         sad = row["sad_whole_all"]
+        moved = row["alpha_moved"]
         print(
-            f"{path}: SAD trained {sad['trained']:.3f}, uniform rows {sad['uniform']:.3f}, zeroed {sad['zeroed']:.3f}"
+            f"{path}: SAD trained {sad['trained']:.3f}; "
+            + ", ".join(f"{name} {sad[name]:.3f} (alpha moved {moved[name]:.1e})" for name in moved)
         )
         for m, stage in row["stages"].items():
             print(

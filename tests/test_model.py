@@ -9,6 +9,7 @@ from spgim.train.config import VARIANTS, get_config
 from spgim.train.models import ATTENTION_IMPLS, attention_impl, build_model, focal_mask, saliency_target
 from spgim.train.models.attention import QUERY_BLOCK
 from spgim.train.models.layers import clamp_unit
+from spgim.train.models.spgm import TST
 from spgim.train.summary import PAPER_PARAMS_M, count_parameters
 
 
@@ -162,3 +163,16 @@ def test_tst_probe_measures_rows_and_replaces_the_retrieval() -> None:
     stage = sharp.means()["16"]
     assert stage["entropy_over_log_m"] < 0.01 and stage["peak_times_m"] == pytest.approx(16.0, rel=1e-3)
     assert probe.no_retrieval(q, k, v, 1.0).abs().sum() == 0 and probe.no_retrieval(q, k, v, 1.0).shape == (2, 12, 5)
+    spgm = build_model("spgm", get_config("tiny")).eval()
+    blocks = [m for m in spgm.modules() if isinstance(m, TST)]
+    assert blocks and all(block.kv_stride == 1 for block in blocks)
+    feature = torch.rand(1, blocks[0].key.in_channels, 16, 16)
+    guide = torch.rand(1, blocks[0].guide_key.in_channels, 16, 16)
+    with torch.no_grad():
+        full = blocks[0](feature, guide)
+        with probe.pooled_keys(spgm, 2):
+            assert all(block.kv_stride == 2 for block in blocks)
+            pooled = blocks[0](feature, guide)
+    assert all(block.kv_stride == 1 for block in blocks)
+    assert pooled.shape == full.shape and not torch.allclose(pooled, full)
+    assert probe.mean_difference([feature], [feature + 0.25]) == pytest.approx(0.25)

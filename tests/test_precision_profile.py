@@ -1,6 +1,7 @@
 """scripts/precision_profile.py on the tiny configuration: every part for each engine, shares that add up,
-OpenVINO's layers with their kernels, bf16 kernels in a bf16 run where the CPU has native bf16, and bad
-options refused in one line. No timing is asserted."""
+OpenVINO's layers with their kernels, bf16 kernels in a bf16 run where the CPU has native bf16, int8 kernels in
+OpenVINO's int8 run (torch's skipped with its reason), and bad options refused in one line. No timing is
+asserted."""
 
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ def _run(*options: str) -> subprocess.CompletedProcess[str]:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("precision-profile") / "profile.json"
     # One thread: two OpenMP threads on a shared 2-core machine can wait whole time slices at every op.
-    result = _run("--config", "tiny", "--size", "64x64", "--iters", "1", "--threads", "1", "--json", str(path))
+    options = ("--config", "tiny", "--size", "64x64", "--iters", "1", "--threads", "1", "--kv-stride", "2")
+    result = _run(*options, "--precisions", "fp32,bf16,int8", "--json", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "bf16 speed-up" in result.stdout
+    assert "int8 speed-up" in result.stdout
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
@@ -62,7 +64,9 @@ def test_every_part_is_reported_and_shares_add_up(report: dict[str, Any], engine
             assert shares == pytest.approx(1.0, abs=1e-6), f"{engine} {precision} {where}"
             assert summary["total_ms"] > 0
         assert set(record["branches"]) == {"spd", "spgm"}
-    assert set(report["speedups"][engine]) in ({*PARTS, "total"}, set())
+    assert set(report["speedups"][engine]) == {p for p in runs if p != "fp32"}
+    for ratios in report["speedups"][engine].values():
+        assert set(ratios) == {*PARTS, "total"}
 
 
 def test_openvino_lists_layers_with_their_kernels(report: dict[str, Any]) -> None:
@@ -87,6 +91,25 @@ def test_bf16_run_records_bf16_kernels(report: dict[str, Any]) -> None:
     assert "bf16" in _runs(report, "torch")
 
 
+def test_int8_runs_int8_kernels_on_openvino_only(report: dict[str, Any]) -> None:
+    runs = _runs(report, "openvino")
+    assert "int8" in runs, report["engines"]["openvino"].get("int8")
+    for branch in runs["int8"]["branches"].values():
+        kernels = branch["kernel_precisions"]
+        assert kernels.get("i8", 0) + kernels.get("u8", 0) > 0, kernels
+    for branch in runs["fp32"]["branches"].values():
+        assert "i8" not in {layer["precision"] for layer in branch["layers"] if layer["type"] == "Convolution"}
+    assert "torch has no int8" in report["engines"]["torch"]["int8"]["skipped"]
+    assert report["resnet50"]["openvino"]["int8_speedup"] > 0
+    assert "torch has no int8" in report["resnet50"]["torch"]["int8_skipped"]
+
+
+def test_the_kv_stride_pools_the_attention_keys(report: dict[str, Any]) -> None:
+    assert report["tst_kv_stride"] == 2
+    layers = report["engines"]["openvino"]["fp32"]["branches"]["spgm"]["layers"]
+    assert any(layer["part"] == "tst attention" and "Pool" in layer["type"] for layer in layers), layers
+
+
 def test_machine_and_resnet_are_recorded(report: dict[str, Any]) -> None:
     assert "avx512_bf16" in report["machine"]["cpu"]["flags"]
     for engine in ENGINES:
@@ -99,6 +122,7 @@ def test_machine_and_resnet_are_recorded(report: dict[str, Any]) -> None:
         (("--size", "100x7"), "size"),
         (("--engines", "tensorrt"), "--engines"),
         (("--config", "huge"), "configuration"),
+        (("--kv-stride", "-1"), "--kv-stride"),
     ],
 )
 def test_bad_options_are_one_line(options: tuple[str, ...], says: str) -> None:
