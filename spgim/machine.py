@@ -39,9 +39,24 @@ def _cpuinfo() -> dict[str, str]:
     return facts
 
 
+def cpu_caches(cpu: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict[str, str]:
+    """Each cache of the first CPU as the kernel reports it, e.g. ``{"L1d": "48K", "L2": "1024K"}`` (empty where
+    sysfs has none). Two CPUs with one model name and the same flags can differ here, and in speed."""
+    caches: dict[str, str] = {}
+    for index in sorted(cpu.glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        caches[f"L{level}{suffix}"] = size
+    return caches
+
+
 @functools.cache
 def cpu_facts() -> dict[str, Any]:
-    """CPU model, logical and physical cores, and which of :data:`RELEVANT_FLAGS` it has."""
+    """CPU model, generation (vendor, family, model, stepping), caches, logical and physical cores, and which of
+    :data:`RELEVANT_FLAGS` it has."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     logical = os.cpu_count() or 1
@@ -51,6 +66,9 @@ def cpu_facts() -> dict[str, Any]:
     physical = logical * cores_per_socket // siblings if cores_per_socket and siblings else logical
     return {
         "model": info.get("model name", platform.processor() or platform.machine()),
+        # Family, model and stepping tell CPU generations apart where the model name does not ("AMD EPYC").
+        "generation": [info.get(key, "") for key in ("vendor_id", "cpu family", "model", "stepping")],
+        "caches": cpu_caches(),
         "machine": platform.machine(),
         "logical_cores": logical,
         "physical_cores": max(1, physical),
@@ -59,11 +77,15 @@ def cpu_facts() -> dict[str, Any]:
 
 
 def flags_line() -> str:
-    """One line naming the CPU and its relevant flags, e.g. ``AMD EPYC (2 cores): avx2 fma; no avx512f ...``."""
+    """One line naming the CPU and its relevant flags, e.g. ``AMD EPYC (family 26 model 2, 2 cores): avx2 fma;
+    no amx_tile ...``."""
     facts = cpu_facts()
     have = [name for name, present in facts["flags"].items() if present]
     lack = [name for name, present in facts["flags"].items() if not present]
-    return f"{facts['model']} ({facts['physical_cores']} cores): {' '.join(have) or 'none of the listed flags'}" + (
+    _, family, model, _ = facts["generation"]
+    generation = f"family {family} model {model}, " if family else ""
+    cores = f"{generation}{facts['physical_cores']} cores"
+    return f"{facts['model']} ({cores}): {' '.join(have) or 'none of the listed flags'}" + (
         f"; no {' '.join(lack)}" if lack else ""
     )
 
