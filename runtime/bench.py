@@ -162,31 +162,38 @@ def _reduced_precision_note() -> str | None:
     )
 
 
+def best_rates(rows: list[dict[str, Any]], precision: str) -> dict[str, Any] | None:
+    """In one precision: the fastest model FLOP rate of any engine against the fastest ResNet-50 rate of any engine
+    in that precision, and their ratio (the targets' form); None where no row of it has a ResNet-50 ceiling."""
+    timed = [r for r in rows if r["precision"] == precision]
+    with_ceiling = [r for r in timed if r["resnet50_gflops_per_s"] is not None]
+    if not with_ceiling:
+        return None
+    model = max(timed, key=lambda r: r["gflops_per_s"])
+    resnet = max(with_ceiling, key=lambda r: r["resnet50_gflops_per_s"])
+    return {
+        "model": {"backend": model["backend"], "gflops_per_s": model["gflops_per_s"]},
+        "resnet50": {"backend": resnet["backend"], "gflops_per_s": resnet["resnet50_gflops_per_s"]},
+        "ratio": model["gflops_per_s"] / resnet["resnet50_gflops_per_s"],
+    }
+
+
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's two targets as measured: best fp32 model rate vs best fp32 ResNet-50 rate; reduced vs fp32."""
+    """The targets as measured: per precision, the best model rate against the best ResNet-50 rate of any engine;
+    and the fastest reduced precision against the fastest fp32."""
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    rates = {precision: best_rates(rows, precision) for precision in precisions}
+    summary: dict[str, Any] = {"best_rates": {p: rate for p, rate in rates.items() if rate is not None}}
     fp32 = [r for r in rows if r["precision"] == "fp32"]
-    with_ceiling = [r for r in fp32 if r["resnet50_gflops_per_s"] is not None]
-    summary: dict[str, Any] = {}
-    if with_ceiling:
-        best_model = max(fp32, key=lambda r: r["gflops_per_s"])
-        best_resnet = max(with_ceiling, key=lambda r: r["resnet50_gflops_per_s"])
-        summary["best_fp32_model"] = {"backend": best_model["backend"], "gflops_per_s": best_model["gflops_per_s"]}
-        summary["best_fp32_resnet50"] = {
-            "backend": best_resnet["backend"],
-            "gflops_per_s": best_resnet["resnet50_gflops_per_s"],
+    reduced = [r for r in rows if r["precision"] != "fp32"]
+    if fp32 and reduced:
+        best_reduced = min(reduced, key=lambda r: r["latency_s"]["p50"])
+        best_full = min(fp32, key=lambda r: r["latency_s"]["p50"])
+        summary["best_reduced_over_best_fp32_speed"] = {
+            "reduced": best_reduced["engine"],
+            "fp32": best_full["engine"],
+            "speedup": best_full["latency_s"]["p50"] / best_reduced["latency_s"]["p50"],
         }
-        summary["best_fp32_model_over_best_fp32_resnet50"] = (
-            best_model["gflops_per_s"] / best_resnet["resnet50_gflops_per_s"]
-        )
-        reduced = [r for r in rows if r["precision"] != "fp32"]
-        if reduced:
-            best_reduced = min(reduced, key=lambda r: r["latency_s"]["p50"])
-            best_full = min(fp32, key=lambda r: r["latency_s"]["p50"])
-            summary["best_reduced_over_best_fp32_speed"] = {
-                "reduced": best_reduced["engine"],
-                "fp32": best_full["engine"],
-                "speedup": best_full["latency_s"]["p50"] / best_reduced["latency_s"]["p50"],
-            }
     return summary
 
 
@@ -212,13 +219,11 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  no ResNet-50 ceiling for {row['engine']}: {row['ceiling_unavailable']}")
     for item in report.get("skipped", []):
         lines.append(f"skipped {item['backend']} {item['precision']}: {item['reason']}")
-    summary = report.get("summary", {})
-    if "best_fp32_model_over_best_fp32_resnet50" in summary:
+    for precision, rate in report.get("summary", {}).get("best_rates", {}).items():
         lines.append(
-            f"best fp32 model rate {summary['best_fp32_model']['gflops_per_s']:.1f} GFLOP/s "
-            f"({summary['best_fp32_model']['backend']}) vs best fp32 ResNet-50 rate "
-            f"{summary['best_fp32_resnet50']['gflops_per_s']:.1f} ({summary['best_fp32_resnet50']['backend']}): "
-            f"{summary['best_fp32_model_over_best_fp32_resnet50']:.2f}"
+            f"best {precision} model rate {rate['model']['gflops_per_s']:.1f} GFLOP/s ({rate['model']['backend']}) "
+            f"vs best {precision} ResNet-50 rate {rate['resnet50']['gflops_per_s']:.1f} "
+            f"({rate['resnet50']['backend']}): {rate['ratio']:.2f}"
         )
     for item in report["reduced_vs_full"]:
         resnet = item.get("resnet50_speedup")

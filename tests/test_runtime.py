@@ -172,6 +172,13 @@ def test_bench_writes_json_and_png(exported: tuple, tmp_path: Path) -> None:
         assert row["ratio_to_resnet50"] == pytest.approx(row["gflops_per_s"] / row["resnet50_gflops_per_s"])
     assert {s["backend"] for s in report["reduced_vs_full"]} == {b for b, p in rows if p != "fp32"}
     assert all(s["alpha_abs_diff"]["mean"] < 1e-2 for s in report["reduced_vs_full"])
+    rates = report["summary"]["best_rates"]  # the targets' form, one per precision that ran
+    assert set(rates) == {p for _, p in rows}
+    for precision, rate in rates.items():
+        timed = [r for r in report["rows"] if r["precision"] == precision]
+        assert rate["model"]["gflops_per_s"] == max(r["gflops_per_s"] for r in timed)
+        assert rate["resnet50"]["gflops_per_s"] == max(r["resnet50_gflops_per_s"] for r in timed)
+        assert rate["ratio"] == pytest.approx(rate["model"]["gflops_per_s"] / rate["resnet50"]["gflops_per_s"])
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
