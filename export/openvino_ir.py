@@ -13,6 +13,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from spgim.errors import SpgimError
+from spgim.telemetry_consent import decline_unasked_telemetry
 
 OPENVINO_PIN = "openvino==2026.4.1"
 
@@ -37,6 +38,7 @@ def export_openvino_ir(onnx_path: Path, xml_path: Path) -> None:
         onnx.load(str(onnx_path), load_external_data=False)
     except (OSError, DecodeError) as error:
         raise SpgimError(f"{onnx_path} is not a readable ONNX graph: {_one_line(error)}") from None
+    decline_unasked_telemetry()  # convert_model reports usage unless told not to
     try:
         model = openvino.convert_model(str(onnx_path))
         xml_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from spgim.errors import SpgimError
+from spgim.telemetry_consent import decline_unasked_telemetry
 
 NNCF_PIN = "nncf==3.4.0"
 ENGINES = {
@@ -250,6 +251,7 @@ def quantize_openvino(
     """NNCF post-training quantization of the ONNX graph ``source`` to OpenVINO IR ``target`` (and its .bin); the
     operations that ``patterns`` find (OpenVINO keeps the ONNX node names, with suffixes) stay in float. Returns
     their names."""
+    decline_unasked_telemetry()  # before NNCF's import: it sets up its usage reporting there
     try:
         import nncf
     except ImportError:
